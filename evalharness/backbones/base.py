@@ -1,0 +1,53 @@
+"""The Backbone interface every adapter implements, and the input it declares."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a backbone accepts: a fixed frame count and crop size (None = any) and its pixel normalisation."""
+
+    frames: int | None = None
+    size: int | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass
+class Backbone(ABC):
+    """A frozen model: clips in, one vector per clip out; optionally dense per-frame maps and text vectors."""
+
+    name: str
+    input: InputSpec = field(default_factory=InputSpec)
+    revision: str = ""
+    weights_sha256: str = ""
+    dense_stride: int | None = None
+
+    @abstractmethod
+    def embed(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) normalised clips -> (B, D) embeddings."""
+
+    def dense(self, frames: torch.Tensor) -> torch.Tensor:
+        """(T, 3, H, W) normalised frames -> (T, h, w, D) feature maps for label propagation."""
+        raise NotImplementedError(f"backbone {self.name} has no dense feature maps")
+
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Captions -> (M, D) embeddings in the video space (text-video retrieval)."""
+        raise NotImplementedError(f"backbone {self.name} has no text tower")
+
+    def config(self) -> dict:
+        """What identifies this model beyond its name (recorded as `model_config`)."""
+        return {"input": {"frames": self.input.frames, "size": self.input.size,
+                          "mean": list(self.input.mean), "std": list(self.input.std)},
+                "dense_stride": self.dense_stride}
+
+    def to(self, device: torch.device) -> Backbone:
+        return self

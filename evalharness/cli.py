@@ -1,0 +1,204 @@
+"""The `evalharness` command: parse options, call the library, print; errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import yaml
+
+from .errors import HarnessError
+
+
+def _shard(value: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not of the form i/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise click.BadParameter(f"'{value}': need 0 <= i < N")
+    return i, n
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="evalharness")
+def cli() -> None:
+    """Fair evaluation of frozen video backbones: extract embeddings under a protocol card, then probe them."""
+
+
+@cli.command()
+@click.argument("name", required=False)
+def protocols(name: str | None) -> None:
+    """List the shipped protocol cards, or print one (name or path) resolved."""
+    from .protocol import load_protocol, shipped_cards
+
+    if name is None:
+        for card in sorted(shipped_cards()):
+            p = load_protocol(card)
+            click.echo(f"{p.name:24s} v{p.version}  {p.task:18s} {p.dataset['adapter']:10s} {p.extraction_hash[:12]}")
+        return
+    p = load_protocol(name)
+    click.echo(yaml.safe_dump(p.to_dict(), sort_keys=False).rstrip())
+    click.echo(f"# extraction_hash: {p.extraction_hash}\n# probe_hash: {p.probe_hash}")
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", default=0, show_default=True, help="Random seed; the same seed gives the same benchmark.")
+@click.option("--clips", default=360, show_default=True, help="Number of clips.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def synth(out_dir: Path, seed: int, clips: int, quiet: bool) -> None:
+    """Generate the procedural benchmark (videos, masks, manifest, captions) into OUT_DIR."""
+    from .datasets.synthetic import SynthConfig, generate
+    from .progress import bar
+
+    if clips < 10:
+        raise click.BadParameter("need at least 10 clips (one per split decile)", param_hint="--clips")
+    cfg = SynthConfig(seed=seed, clips=clips)
+    with bar(clips, "synth", "clip", quiet) as progress:
+        generate(out_dir, cfg, progress=progress.update)
+    click.echo(f"wrote {clips} clips to {out_dir} (manifest.csv, captions.csv, videos/, masks/)")
+
+
+@cli.command()
+@click.option("--model", "-m", required=True, help="Backbone, e.g. builtin:pixels, builtin:stats.")
+@click.option("--protocol", "-p", "card", required=True, help="Protocol card name or YAML path.")
+@click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="Dataset root.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Embedding file to write.")
+@click.option("--shard", default="0/1", show_default=True, help="Take shard i of N (chunks c with c % N == i).")
+@click.option("--batch-size", default=16, show_default=True, help="Clips per chunk and per forward pass.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--workers", default=2, show_default=True, help="Decoding worker processes (0 = decode in the main process).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Stored embedding type.")
+@click.option("--allow-failures", is_flag=True, help="Exit 0 even if some clips could not be decoded.")
+@click.option("--retry-failures", is_flag=True, help="Recompute finished chunks that recorded failures.")
+@click.option("--keep-parts", is_flag=True, help="Keep the part files after finalizing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def extract(model, card, data, out, shard, batch_size, device, workers, dtype, allow_failures, retry_failures, keep_parts, quiet):
+    """Embed every clip of a protocol's dataset with a frozen backbone (resumable, shardable)."""
+    from .extract import ExtractConfig, extract as run
+    from .protocol import load_protocol
+
+    cfg = ExtractConfig(batch_size=batch_size, workers=workers, device=device, shard=_shard(shard), dtype=dtype,
+                        retry_failures=retry_failures, keep_parts=keep_parts, quiet=quiet)
+    summary = run(model, load_protocol(card), data, out, cfg)
+    for vid, reason in summary.failures:
+        click.echo(f"failed: {vid}: {reason}", err=True)
+    where = out if summary.finalized else f"{out}.parts (shard {shard}; join with `evalharness merge {out} {out}.parts ...`)"
+    click.echo(f"{summary.embedded} clips embedded in {summary.seconds:.1f} s ({summary.clips_per_second:.1f} clips/s), "
+               f"{summary.resumed_chunks} chunks resumed, {len(summary.failures)} failed -> {where}")
+    if summary.failures and not allow_failures:
+        raise HarnessError(f"{len(summary.failures)} clip(s) could not be decoded (listed above; recorded in {out}); "
+                           "pass --allow-failures to accept")
+
+
+@cli.command()
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+def merge(out: Path, parts: tuple[Path, ...]) -> None:
+    """Join the part folders of all shards (e.g. OUT.h5.parts copied from each machine) into OUT."""
+    from .store import EmbeddingFile, finalize
+
+    finalize(list(parts), out)
+    with EmbeddingFile(out) as f:
+        click.echo(f"{out}: {f.shape[0]} clips, {len(f.failures)} failed")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--protocol", "-p", "card", help="Also check the file against this card.")
+@click.option("--data", "-d", type=click.Path(path_type=Path), help="With --protocol: also check ids and manifest hash.")
+def validate(file: Path, card: str | None, data: Path | None) -> None:
+    """Check an embedding file; print each problem on one line and exit 1 if there are any."""
+    from .probes.common import open_for_probe
+    from .protocol import load_protocol
+    from .store import file_problems
+
+    problems = file_problems(file)
+    if not problems and card:
+        protocol = load_protocol(card)
+        if data is None:
+            from .store import EmbeddingFile
+
+            with EmbeddingFile(file) as f:
+                if f.header.extraction_hash != protocol.extraction_hash:
+                    problems.append(f"{file}: extraction_hash {f.header.extraction_hash[:12]} differs from card "
+                                    f"{protocol.name}'s {protocol.extraction_hash[:12]}")
+        else:
+            data_in = open_for_probe(file, protocol, data, allow_mismatch=True)
+            data_in.file.close()
+            problems += [f"{file}: {n}" if not n.startswith(str(file)) else n for n in data_in.notes]
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{file}: ok")
+
+
+@cli.command()
+@click.argument("probe")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--protocol", "-p", "card", required=True, help="Protocol card name or YAML path.")
+@click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="Dataset root (labels come from here).")
+@click.option("--out", "-o", "results", default="results", show_default=True, type=click.Path(path_type=Path), help="Results folder.")
+@click.option("--allow-mismatch", is_flag=True, help="Score a file from another card/manifest; marked non-conforming.")
+def probe(probe, file, card, data, results, allow_mismatch):
+    """Score an embedding file with PROBE (knn, or all the card lists) and write result records."""
+    from .probes import probes_for, run_probe
+    from .protocol import load_protocol
+    from .results import write_record
+
+    protocol = load_protocol(card)
+    for name in probes_for(protocol, probe):
+        record = run_probe(name, file, protocol, data, allow_mismatch)
+        head = record["metrics"][record["headline"]]
+        path = write_record(record, results)
+        click.echo(f"{record['model']} {protocol.name} {name} {record['headline']}: {100 * head['value']:.2f} "
+                   f"[{100 * head['ci_low']:.2f}, {100 * head['ci_high']:.2f}] -> {path}")
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table here.")
+def leaderboard(results: tuple[Path, ...], out: Path | None) -> None:
+    """Print a markdown table of headline metrics from result records (files or folders)."""
+    from .report import markdown
+    from .results import find_records
+
+    table = markdown(find_records(list(results)))
+    click.echo(table)
+    if out:
+        out.write_text(table + "\n", encoding="utf-8")
+
+
+@cli.command()
+@click.option("--out", "-o", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workers", default=2, show_default=True, help="Decoding worker processes.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out: Path, workers: int, quiet: bool) -> None:
+    """Generate the synthetic benchmark, extract with both builtin backbones, probe, print the leaderboard."""
+    from .demo import run_demo
+
+    click.echo(run_demo(out, workers=workers, quiet=quiet, echo=click.echo))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except HarnessError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    except (OSError, json.JSONDecodeError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

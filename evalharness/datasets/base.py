@@ -1,0 +1,117 @@
+"""The resolved dataset a protocol runs on: ids, files, labels, splits, captions, masks."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ManifestError
+from ..protocol import sha256_json
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    path: Path
+    split: str
+    label: str | None = None
+    masks: Path | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Items sorted by id, with the class list and captions; labels live here, never in embedding files."""
+
+    root: Path
+    items: tuple[Item, ...]
+    classes: tuple[str, ...]
+    captions: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ids(self) -> list[str]:
+        return [item.id for item in self.items]
+
+    def split(self, name: str) -> list[Item]:
+        return [item for item in self.items if item.split == name]
+
+    def label_indices(self, items: Iterable[Item]) -> np.ndarray:
+        """Class index of each item (position in the sorted class list)."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.array([index[item.label] for item in items], dtype=np.int64)
+
+    def missing_files(self) -> list[Item]:
+        return [item for item in self.items if not item.path.exists()]
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the sorted (id, label, split) rows: what a score depends on besides the embeddings."""
+        return sha256_json([[item.id, item.label, item.split] for item in self.items])
+
+
+def build_manifest(root: Path, rows: list[dict], source: str, splits: Iterable[str],
+                   classes: Iterable[str] | None = None, captions: dict[str, list[str]] | None = None,
+                   require_labels: bool = True, require_files: bool = False) -> Manifest:
+    """Validate rows {line, id, path, split, label, masks} and keep those in the card's splits.
+
+    Duplicate ids, labels outside `classes`, missing labels and (when required)
+    missing files are errors naming the row.
+    """
+    wanted = set(splits)
+    allowed = set(classes) if classes is not None else None
+    seen: dict[str, int] = {}
+    items = []
+    for row in rows:
+        where = f"{source} line {row['line']}"
+        vid = row["id"]
+        if not vid:
+            raise ManifestError(f"{where}: empty id")
+        if vid in seen:
+            raise ManifestError(f"{where}: duplicate id '{vid}' (first on line {seen[vid]})")
+        seen[vid] = row["line"]
+        if row["split"] not in wanted:
+            continue
+        label = row.get("label") or None
+        if require_labels and label is None:
+            raise ManifestError(f"{where}: id '{vid}' has no label")
+        if allowed is not None and label is not None and label not in allowed:
+            raise ManifestError(f"{where}: id '{vid}' has unknown label '{label}'")
+        path = root / row["path"]
+        if require_files and not path.is_file():
+            raise ManifestError(f"{where}: id '{vid}' file not found: {path}")
+        masks = root / row["masks"] if row.get("masks") else None
+        items.append(Item(vid, path, row["split"], label, masks))
+    if not items:
+        raise ManifestError(f"{source}: no rows in splits {', '.join(sorted(wanted))}")
+    items.sort(key=lambda item: item.id)
+    labels = sorted({item.label for item in items if item.label is not None})
+    class_list = tuple(sorted(allowed)) if allowed is not None else tuple(labels)
+    kept = {item.id for item in items}
+    return Manifest(root, tuple(items), class_list, {k: v for k, v in (captions or {}).items() if k in kept})
+
+
+def read_csv_rows(path: Path, required: Iterable[str]) -> list[dict]:
+    """Rows of a CSV as dicts with their 1-based line number; missing columns are an error naming the file."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest file not found")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        absent = [c for c in required if c not in columns]
+        if absent:
+            raise ManifestError(f"{path}: missing column(s) {', '.join(absent)} (has: {', '.join(columns)})")
+        return [{**{k: (v or "").strip() for k, v in row.items() if k is not None}, "line": reader.line_num}
+                for row in reader]
+
+
+def read_captions(path: Path) -> dict[str, list[str]]:
+    """Captions CSV `video_id,caption`, several rows per video allowed, in file order."""
+    captions: dict[str, list[str]] = {}
+    for row in read_csv_rows(path, ("video_id", "caption")):
+        if not row["caption"]:
+            raise ManifestError(f"{path} line {row['line']}: empty caption")
+        captions.setdefault(row["video_id"], []).append(row["caption"])
+    return captions

@@ -1,0 +1,25 @@
+"""Exception types; the CLI prints any of them as one line and exits non-zero."""
+
+
+class HarnessError(Exception):
+    """Base class for errors a user can act on; the message names the file or key at fault."""
+
+
+class ProtocolError(HarnessError):
+    """A protocol card is malformed, or a data root cannot satisfy it."""
+
+
+class ManifestError(HarnessError):
+    """A dataset manifest is inconsistent (duplicate ids, missing files, unknown labels)."""
+
+
+class DecodeError(HarnessError):
+    """A video could not be decoded."""
+
+
+class StoreError(HarnessError):
+    """An embedding file is invalid, incomplete or from another protocol."""
+
+
+class ProbeError(HarnessError):
+    """A probe cannot score the given file (mismatched protocol, missing ids, bad config)."""

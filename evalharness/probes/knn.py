@@ -1,0 +1,100 @@
+"""DINO's weighted kNN classifier on view-aggregated, L2-normalised video vectors.
+
+Cosine similarity by exact inner-product search; each of the k nearest train videos
+votes for its class with weight exp(sim / T). Neighbour ties break toward the lower
+train index and vote ties toward the lower class index, so the answer is the same
+whatever faiss build or device computes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from ..metrics import accuracy_metric, ranked_classes, topk_correct
+from .common import ProbeInput
+
+TASKS = ("classification",)
+
+
+@dataclass(frozen=True)
+class Config:
+    k: list[int] | tuple[int, ...] = (10, 20, 100, 200)
+    temperature: float = 0.07
+    headline_k: int = 20
+
+    def validate(self) -> None:
+        ks = list(self.k)
+        if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+            raise ValueError(f"k must be a list of positive integers, got {self.k!r}")
+        if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature!r}")
+        if self.headline_k not in ks:
+            raise ValueError(f"headline_k {self.headline_k} must be one of k {ks}")
+        object.__setattr__(self, "k", sorted(set(ks)))
+        object.__setattr__(self, "temperature", float(self.temperature))
+
+
+def _exact_neighbours(train: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by (similarity descending, train index ascending), computed in full."""
+    sims = queries @ train.T
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, order, axis=1), order
+
+
+def neighbours(train: np.ndarray, queries: np.ndarray, ks: list[int], chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, train indices) of the max(ks) nearest train vectors per query, ordered so that every
+    prefix of length k in ks is the exact top-k set under the tie-break rule."""
+    n_train = train.shape[0]
+    kmax = min(max(ks), n_train)
+    search_k = min(kmax + 1, n_train)
+    index = faiss.IndexFlatIP(train.shape[1])
+    index.add(np.ascontiguousarray(train, dtype=np.float32))
+    sims = np.empty((queries.shape[0], kmax), dtype=np.float32)
+    ids = np.empty((queries.shape[0], kmax), dtype=np.int64)
+    boundaries = [min(k, n_train) for k in ks if min(k, n_train) < n_train]
+    for start in range(0, queries.shape[0], chunk):
+        q = np.ascontiguousarray(queries[start:start + chunk], dtype=np.float32)
+        d, i = index.search(q, search_k)
+        tied = np.zeros(len(q), dtype=bool)
+        for b in boundaries:
+            tied |= d[:, b - 1] == d[:, b]
+        if tied.any():
+            d[tied, :kmax], i[tied, :kmax] = _exact_neighbours(train, q[tied], kmax)
+        sims[start:start + chunk], ids[start:start + chunk] = d[:, :kmax], i[:, :kmax]
+    return sims, ids
+
+
+def vote(sims: np.ndarray, ids: np.ndarray, train_labels: np.ndarray, n_classes: int, k: int, temperature: float) -> np.ndarray:
+    """Class scores (n, C): sum of exp(sim / T) over the k nearest neighbours, per class."""
+    weights = np.exp(sims[:, :k].astype(np.float64) / temperature)
+    scores = np.zeros((sims.shape[0], n_classes), dtype=np.float64)
+    rows = np.repeat(np.arange(sims.shape[0]), k)
+    np.add.at(scores, (rows, train_labels[ids[:, :k]].ravel()), weights.ravel())
+    return scores
+
+
+def run(data: ProbeInput, config: Config) -> dict:
+    """Score the test split by kNN over the train split; returns metrics, chosen settings and predictions."""
+    _, train_x, train_y = data.split("train")
+    test_ids, test_x, test_y = data.split("test")
+    n_classes = len(data.manifest.classes)
+    sims, ids = neighbours(train_x, test_x, config.k)
+    metrics, used, predictions = {}, {}, None
+    for k in config.k:
+        kk = min(k, len(train_y))
+        ranked = ranked_classes(vote(sims, ids, train_y, n_classes, kk, config.temperature), min(5, n_classes))
+        top1 = topk_correct(ranked, test_y, 1)
+        metrics[f"top1@k{k}"] = accuracy_metric(top1)
+        metrics[f"top5@k{k}"] = accuracy_metric(topk_correct(ranked, test_y, 5))
+        metrics[f"mean_class@k{k}"] = accuracy_metric(top1, test_y, per_class=True)
+        used[str(k)] = kk
+        if k == config.headline_k:
+            predictions = {"ids": test_ids, "label": [data.manifest.classes[c] for c in test_y],
+                           "predicted": [data.manifest.classes[c] for c in ranked[:, 0]],
+                           "correct": top1.astype(int).tolist()}
+    return {"headline": f"top1@k{config.headline_k}", "metrics": metrics,
+            "chosen": {"k_used": used, "temperature": config.temperature, "train_size": int(len(train_y))},
+            "predictions": predictions}

@@ -1,0 +1,73 @@
+"""Result records (JSON, schema `evalharness.result` v1): writing, validated loading, discovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from .errors import HarnessError
+
+FORMAT = "evalharness.result"
+SCHEMA_VERSION = 1
+REQUIRED = {
+    "format": str, "schema_version": int, "model": str, "model_revision": str, "protocol": str,
+    "protocol_version": int, "extraction_hash": str, "probe_hash": str, "manifest_hash": str,
+    "embedding_file": dict, "probe": str, "config": dict, "chosen": dict, "headline": str, "metrics": dict,
+    "conforming": bool, "harness_version": str, "environment": dict, "timings": dict, "created_utc": str,
+}
+
+
+def slug(text: str) -> str:
+    """A file-system-safe name for a model id such as `hf:MCG-NJU/videomae-base`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+
+
+def record_path(results_dir: Path, record: dict) -> Path:
+    return Path(results_dir) / slug(record["model"]) / record["protocol"] / f"{record['probe']}.json"
+
+
+def check_record(record: object, where: str) -> dict:
+    """Schema check of a loaded record; problems name the file and the field."""
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise HarnessError(f"{where}: not an evalharness result record")
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise HarnessError(f"{where}: schema_version {record.get('schema_version')!r}, this harness reads {SCHEMA_VERSION}")
+    for key, kind in REQUIRED.items():
+        if not isinstance(record.get(key), kind) or (kind is int and isinstance(record.get(key), bool)):
+            raise HarnessError(f"{where}: field '{key}' missing or not a {kind.__name__}")
+    headline = record["metrics"].get(record["headline"])
+    if not isinstance(headline, dict) or not all(isinstance(headline.get(k), (int, float)) for k in ("value", "ci_low", "ci_high")):
+        raise HarnessError(f"{where}: headline metric '{record['headline']}' missing or malformed")
+    return record
+
+
+def write_record(record: dict, results_dir: str | Path) -> Path:
+    """Write atomically to results/<model>/<protocol>/<probe>.json."""
+    path = record_path(Path(results_dir), check_record(record, "new record"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_record(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HarnessError(f"{path}: unreadable result record ({exc})") from None
+    return check_record(record, str(path))
+
+
+def find_records(paths: list[str | Path]) -> list[dict]:
+    """Every record in the given files and folders (folders searched recursively)."""
+    records = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise HarnessError(f"{p}: no such file or folder")
+        files = sorted(p.rglob("*.json")) if p.is_dir() else [p]
+        records += [load_record(f) for f in files]
+    return records

@@ -325,9 +325,9 @@ def structure_problems(f: h5py.File, limits: Limits) -> list[str]:
     if problems:
         return problems
     if f.attrs.get("format") != FORMAT:
-        return [f"attribute 'format' is {f.attrs.get('format')!r}, expected '{FORMAT}' (not an evalharness embedding file)"]
+        return [f"attribute 'format' is '{f.attrs.get('format')}', expected '{FORMAT}' (not an evalharness embedding file)"]
     if f.attrs.get("schema_version") != SCHEMA_VERSION:
-        return [f"schema_version is {f.attrs.get('schema_version')!r}; this harness reads version {SCHEMA_VERSION}"]
+        return [f"schema_version is {f.attrs.get('schema_version')}; this harness reads version {SCHEMA_VERSION}"]
     try:
         Header.read(f.attrs, "root")
     except StoreError as exc:

@@ -27,7 +27,7 @@ def _open(path: Path, threads: int):
     if path.stat().st_size == 0:
         raise DecodeError(f"{path}: file is empty (0 bytes)")
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as exc:
         raise DecodeError(f"{path}: not a readable video ({_reason(exc)})") from None
     if not container.streams.video:

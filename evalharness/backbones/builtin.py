@@ -57,7 +57,7 @@ class Pixels(Backbone):
 
     def embed(self, clips: torch.Tensor) -> torch.Tensor:
         b, t = clips.shape[:2]
-        pooled = F.adaptive_avg_pool2d(clips.flatten(0, 1), _GRID).view(b, t, -1)
+        pooled = F.adaptive_avg_pool2d(clips.flatten(0, 1), _GRID).reshape(b, t, -1)
         return pooled.mean(1)
 
     def dense(self, frames: torch.Tensor) -> torch.Tensor:

@@ -85,6 +85,14 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray, radius: float) -> np.n
     return inside
 
 
+def assign_factors(cfg: SynthConfig) -> list[tuple[dict[str, str], int]]:
+    """Per clip: its factor values (each factor balanced and drawn independently) and its rendering seed."""
+    rng = np.random.default_rng(cfg.seed)
+    columns = {name: _balanced(rng, values, cfg.clips) for name, values in FACTORS.items()}
+    seeds = rng.integers(0, 2**63 - 1, size=cfg.clips)
+    return [({name: str(columns[name][i]) for name in FACTORS}, int(seeds[i])) for i in range(cfg.clips)]
+
+
 def render_clip(factors: dict[str, str], cfg: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Frames (T, H, W, 3) uint8 and object masks (T, H, W) bool, in display order."""
     size, n = cfg.size, cfg.frames
@@ -144,15 +152,10 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress=None) -
     """Write videos, masks, manifest.csv, captions.csv and synthetic.json under `out`; same seed, same files."""
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(cfg.seed)
-    columns = {name: _balanced(rng, values, cfg.clips) for name, values in FACTORS.items()}
-    splits = np.array([SPLIT_OF_DECILE[i % 10] for i in range(cfg.clips)])
-    clip_seeds = rng.integers(0, 2**63 - 1, size=cfg.clips)
     rows, captions = [], []
-    for i in range(cfg.clips):
+    for i, (factors, clip_seed) in enumerate(assign_factors(cfg)):
         vid = f"synth{i:05d}"
-        factors = {name: str(columns[name][i]) for name in FACTORS}
-        frames, masks = render_clip(factors, cfg, np.random.default_rng(int(clip_seeds[i])))
+        frames, masks = render_clip(factors, cfg, np.random.default_rng(clip_seed))
         encode_video(out / "videos" / f"{vid}.mp4", frames, cfg.fps)
         mask_dir = out / "masks" / vid
         mask_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +163,7 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress=None) -
             image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.astype(np.uint8).tobytes())
             image.putpalette([0, 0, 0, 255, 255, 255])
             image.save(mask_dir / f"{t:05d}.png", optimize=False)
-        rows.append({"id": vid, "path": f"videos/{vid}.mp4", "split": str(splits[i]), **factors,
+        rows.append({"id": vid, "path": f"videos/{vid}.mp4", "split": SPLIT_OF_DECILE[i % 10], **factors,
                      "appearance": f"{factors['colour']}-{factors['texture']}",
                      "motion": f"{factors['direction']}-{factors['speed']}", "masks": f"masks/{vid}"})
         captions += [{"video_id": vid, "caption": c} for c in _captions(factors)]

@@ -1,0 +1,5 @@
+"""`python -m evalharness` is the `evalharness` command."""
+
+from .cli import main
+
+main()

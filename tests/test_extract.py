@@ -1,0 +1,181 @@
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from evalharness.backbones import build_backbone
+from evalharness.datasets import resolve_manifest
+from evalharness.errors import HarnessError
+from evalharness.extract import ExtractConfig, extract
+from evalharness.protocol import load_protocol
+from evalharness.sampling import frame_indices
+from evalharness.store import EmbeddingFile
+from evalharness.video import make_views, normalization, read_sampled
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "evalharness", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def arrays(path):
+    with h5py.File(path, "r") as f:
+        return f["ids"][()].tolist(), f["clip"][()].tobytes(), f["frame_indices"][()].tobytes()
+
+
+def test_extract_writes_a_valid_self_describing_file(tmp_path, synth30, card30):
+    protocol = load_protocol(card30)
+    out = tmp_path / "e.h5"
+    summary = extract("builtin:pixels", protocol, synth30, out, ExtractConfig(batch_size=4, workers=0, quiet=True))
+    assert summary.finalized and summary.embedded == 30 and not summary.failures
+    assert not (tmp_path / "e.h5.parts").exists()
+    manifest = resolve_manifest(protocol, synth30)
+    with EmbeddingFile(out) as f:
+        assert f.ids == manifest.ids and f.shape[:2] == (30, 1)
+        assert f.header.extraction_hash == protocol.extraction_hash and f.header.manifest_hash == manifest.hash
+        assert (f.frame_indices() == frame_indices(protocol.frames, 1, 48)).all()
+        # the stored vector is the model applied to the frames the card selects
+        item = manifest.items[7]
+        _, indices, frames = read_sampled(item.path, lambda n: frame_indices(protocol.frames, 1, n))
+        model = build_backbone("builtin:pixels")
+        mean, std = normalization(protocol.transform, model.input.mean, model.input.std)
+        expected = model.embed(make_views(indices, frames, protocol.transform, 1, mean, std)).numpy()
+        assert np.array_equal(f.clip(slice(7, 8))[0], expected)
+        assert '"device": "cpu"' in f.header.environment
+
+
+def test_rerun_is_a_no_op_and_another_model_is_refused(tmp_path, synth30, card30):
+    protocol = load_protocol(card30)
+    out = tmp_path / "e.h5"
+    extract("builtin:pixels", protocol, synth30, out, ExtractConfig(batch_size=8, workers=0, quiet=True))
+    before = out.read_bytes()
+    again = extract("builtin:pixels", protocol, synth30, out, ExtractConfig(batch_size=8, workers=0, quiet=True))
+    assert again.embedded == 0 and out.read_bytes() == before
+    with pytest.raises(HarnessError, match="already holds embeddings of another run"):
+        extract("builtin:stats", protocol, synth30, out, ExtractConfig(batch_size=8, workers=0, quiet=True))
+
+
+def test_two_shards_merged_equal_one_run(tmp_path, synth30, card30):
+    single = tmp_path / "single.h5"
+    assert cli("extract", "-m", "builtin:stats", "-p", card30, "-d", synth30, "-o", single, "--batch-size", 3,
+               "--workers", 1, "--quiet").returncode == 0
+    for i in range(2):
+        (tmp_path / f"m{i}").mkdir()
+        result = cli("extract", "-m", "builtin:stats", "-p", card30, "-d", synth30, "-o", tmp_path / f"m{i}" / "x.h5",
+                     "--shard", f"{i}/2", "--batch-size", 3, "--workers", 0, "--quiet")
+        assert result.returncode == 0, result.stderr
+        assert "evalharness merge" in result.stdout and not (tmp_path / f"m{i}" / "x.h5").exists()
+    half = cli("merge", tmp_path / "half.h5", tmp_path / "m0" / "x.h5.parts")
+    assert half.returncode == 1 and "chunks not extracted yet" in half.stderr
+    merged = tmp_path / "merged.h5"
+    result = cli("merge", merged, tmp_path / "m0" / "x.h5.parts", tmp_path / "m1" / "x.h5.parts")
+    assert result.returncode == 0, result.stderr
+    assert arrays(merged) == arrays(single)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_gives_identical_arrays(tmp_path, synth30, card30):
+    reference = tmp_path / "reference.h5"
+    base = ["extract", "-m", "builtin:stats", "-p", card30, "-d", synth30, "--batch-size", 2, "--workers", 1, "--quiet"]
+    assert cli(*base, "-o", reference).returncode == 0
+    out = tmp_path / "killed.h5"
+    rng = random.Random(1234)
+    mid_run_kills = 0
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-m", "evalharness", *map(str, base), "-o", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(rng.uniform(1.0, 4.0))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            done = len(list((tmp_path / "killed.h5.parts").glob("part-*.h5")))
+            mid_run_kills += 0 < done < 15
+        proc.wait()
+    assert mid_run_kills >= 1
+    result = cli(*base, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert arrays(out) == arrays(reference)
+
+
+@pytest.fixture()
+def broken_root(tmp_path, synth30):
+    root = tmp_path / "data"
+    root.mkdir()
+    rows = ["id,path,label,split"]
+    for i in range(6):
+        shutil.copy(synth30 / "videos" / f"synth{i:05d}.mp4", root / f"good{i}.mp4")
+        rows.append(f"good{i},good{i}.mp4,{'ab'[i % 2]},{'train' if i < 4 else 'test'}")
+    good = (root / "good0.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("not a video at all\n")
+    rows += ["bad_truncated,truncated.mp4,a,test", "bad_empty,empty.mp4,b,test", "bad_text,text.mp4,a,train",
+             "bad_missing,missing.mp4,b,train"]
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    card = tmp_path / "user.yaml"
+    card.write_text(yaml.safe_dump({
+        "name": "user", "version": 1, "task": "classification",
+        "dataset": {"adapter": "manifest", "train": "train", "test": "test"},
+        "frames": {"count": 8, "sampling": "dense", "stride": 2}, "transform": {"resize_short": 32, "crop": 32},
+        "probes": {"knn": {"k": [1, 2], "headline_k": 1}}}))
+    return root, card
+
+
+def test_broken_inputs_are_recorded_and_summarised_without_traceback(tmp_path, broken_root):
+    root, card = broken_root
+    out = tmp_path / "u.h5"
+    result = cli("extract", "-m", "builtin:pixels", "-p", card, "-d", root, "-o", out, "--batch-size", 3, "--quiet")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    for vid, reason in [("bad_truncated", "not a readable video"), ("bad_empty", "file is empty"),
+                        ("bad_text", "not a readable video"), ("bad_missing", "file not found")]:
+        assert any(line.startswith(f"failed: {vid}: ") and reason in line for line in result.stderr.splitlines()), result.stderr
+    assert "error: 4 clip(s) could not be decoded" in result.stderr
+    assert "6 clips embedded" in result.stdout
+    with EmbeddingFile(out) as f:
+        assert len(f.ids) == 6 and sorted(i for i, _ in f.failures) == ["bad_empty", "bad_missing", "bad_text", "bad_truncated"]
+    allowed = cli("extract", "-m", "builtin:pixels", "-p", card, "-d", root, "-o", tmp_path / "v.h5", "--allow-failures", "--quiet")
+    assert allowed.returncode == 0 and "4 failed" in allowed.stdout
+    probe = cli("probe", "knn", out, "-p", card, "-d", root, "-o", tmp_path / "res")
+    assert probe.returncode == 1 and "lacks 4 of the 10 clips" in probe.stderr and "--allow-mismatch" in probe.stderr
+    probe = cli("probe", "knn", out, "-p", card, "-d", root, "-o", tmp_path / "res", "--allow-mismatch")
+    assert probe.returncode == 0 and "top1@k1" in probe.stdout
+
+
+def test_manifest_errors_name_the_row(tmp_path, broken_root):
+    root, card = broken_root
+    text = (root / "manifest.csv").read_text()
+    (root / "manifest.csv").write_text(text + "good1,good1.mp4,a,train\n")
+    result = cli("extract", "-m", "builtin:pixels", "-p", card, "-d", root, "-o", tmp_path / "x.h5")
+    assert result.returncode == 1 and "manifest.csv line 12: duplicate id 'good1' (first on line 3)" in result.stderr
+
+
+def test_real_clips_extract_with_the_card_frame_indices(tmp_path, realdata, real_clips):
+    rows = ["id,path,label,split"] + [f"{r['path'].replace('.', '_')},{r['path']},{r['label'] or 'x'},{'train' if i % 2 else 'test'}"
+                                      for i, r in enumerate(real_clips)]
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    card = tmp_path / "real.yaml"
+    card.write_text(yaml.safe_dump({
+        "name": "real", "version": 1, "task": "classification",
+        "dataset": {"adapter": "manifest", "file": str(tmp_path / "manifest.csv"), "train": "train", "test": "test"},
+        "frames": {"count": 16, "sampling": "dense", "stride": 4}, "views": {"temporal": 2, "spatial": 3},
+        "transform": {"resize_short": 64, "crop": 64}}))
+    protocol = load_protocol(card)
+    out = tmp_path / "real.h5"
+    summary = extract("builtin:pixels", protocol, realdata / "videos", out, ExtractConfig(batch_size=4, workers=2, quiet=True))
+    assert summary.embedded == len(real_clips) and not summary.failures
+    from evalharness.video import count_frames
+
+    with EmbeddingFile(out) as f:
+        assert f.shape[1] == 6
+        stored = f.frame_indices()
+        for row, vid in enumerate(f.ids):
+            path = realdata / "videos" / next(r["path"] for r in real_clips if r["path"].replace(".", "_") == vid)
+            assert stored[row].tolist() == frame_indices(protocol.frames, 2, count_frames(path)).tolist()

@@ -70,4 +70,6 @@ def find_records(paths: list[str | Path]) -> list[dict]:
             raise HarnessError(f"{p}: no such file or folder")
         files = sorted(p.rglob("*.json")) if p.is_dir() else [p]
         records += [load_record(f) for f in files]
+    if not records:
+        raise HarnessError(f"no result records found in {', '.join(map(str, paths))}")
     return records

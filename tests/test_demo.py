@@ -1,0 +1,24 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_shows_the_appearance_motion_contrast(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "evalharness", "demo", "--out", str(tmp_path), "--quiet"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "| model" in result.stdout and "leaderboard:" in result.stdout
+    score = {}
+    for path in (tmp_path / "results").rglob("knn.json"):
+        record = json.loads(path.read_text())
+        score[record["model"], record["protocol"]] = record["metrics"][record["headline"]]["value"]
+    assert len(score) == 4
+    # chance: appearance 1/6, motion 1/4
+    assert score["builtin:pixels", "synthetic-motion"] < 0.40
+    assert score["builtin:pixels", "synthetic-appearance"] > 0.45
+    assert score["builtin:stats", "synthetic-motion"] > 0.80
+    assert score["builtin:stats", "synthetic-appearance"] > 0.60
+    assert (tmp_path / "leaderboard.md").read_text().count("builtin:") == 2

@@ -1,0 +1,170 @@
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from evalharness.errors import ProbeError
+from evalharness.metrics import mean_per_class, ranked_classes
+from evalharness.probes import run_probe
+from evalharness.probes.knn import neighbours, vote
+from evalharness.protocol import load_protocol
+from evalharness.store import Chunk, Header, finalize, write_part
+
+T = 0.07
+
+
+def predict(train, labels, test, k, n_classes):
+    sims, ids = neighbours(train, test, [k])
+    return ranked_classes(vote(sims, ids, labels, n_classes, k, T), n_classes)[:, 0]
+
+
+def test_hand_computed_weighted_vote_beats_majority():
+    train = np.array([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]], dtype=np.float32)
+    labels = np.array([0, 1, 1])
+    test = np.array([[1.0, 0.0]], dtype=np.float32)
+    sims, ids = neighbours(train, test, [3])
+    assert ids.tolist() == [[0, 2, 1]] and np.allclose(sims, [[1.0, 0.8, 0.0]])
+    scores = vote(sims, ids, labels, 2, 3, T)
+    # class 0: exp(1/0.07); class 1: exp(0.8/0.07) + exp(0/0.07): a majority vote would say 1, DINO's says 0
+    assert np.allclose(scores, [[np.exp(1 / T), np.exp(0.8 / T) + 1.0]])
+    assert predict(train, labels, test, 3, 2).tolist() == [0]
+    assert predict(train, labels, test, 2, 2).tolist() == [0]
+
+
+def test_neighbour_ties_break_toward_the_lower_train_index():
+    a = np.array([0.6, 0.8], dtype=np.float32)
+    train = np.stack([[0.0, 1.0], a, a, [1.0, 0.0]]).astype(np.float32)
+    labels = np.array([0, 1, 2, 0])
+    test = np.array([[0.6, 0.8]], dtype=np.float32)
+    # the two identical vectors tie; k = 1 must keep the lower index (1 -> class 1), not the other
+    assert predict(train, labels, test, 1, 3).tolist() == [1]
+    sims, ids = neighbours(train, test, [1, 2, 3])
+    assert ids[0, :2].tolist() == [1, 2]
+
+
+def test_vote_ties_break_toward_the_lower_class_index():
+    train = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    labels = np.array([1, 0])
+    test = np.array([[np.sqrt(0.5), np.sqrt(0.5)]], dtype=np.float32)
+    sims, ids = neighbours(train, test, [2])
+    assert sims[0, 0] == sims[0, 1]
+    assert predict(train, labels, test, 2, 2).tolist() == [0]
+
+
+def reference_knn(train, labels, test, k, n_classes):
+    """Independent implementation: float64 similarities, full stable sort, explicit loop."""
+    out = []
+    for q in test.astype(np.float64):
+        sims = train.astype(np.float64) @ q
+        order = sorted(range(len(sims)), key=lambda i: (-sims[i], i))[:k]
+        scores = [0.0] * n_classes
+        for i in order:
+            scores[labels[i]] += np.exp(sims[i] / T)
+        out.append(max(range(n_classes), key=lambda c: (scores[c], -c)))
+    return np.array(out)
+
+
+def clustered(rng, n, dim, n_classes, centres):
+    labels = rng.integers(0, n_classes, n)
+    x = centres[labels] + rng.normal(scale=1.0, size=(n, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), labels
+
+
+@pytest.mark.parametrize("k", [1, 10, 20, 200])
+def test_predictions_equal_an_independent_implementation(k):
+    rng = np.random.default_rng(k)
+    centres = rng.normal(size=(7, 16)) * 0.6
+    train, train_y = clustered(rng, 400, 16, 7, centres)
+    test, test_y = clustered(rng, 120, 16, 7, centres)
+    got = predict(train, train_y, test, k, 7)
+    assert got.tolist() == reference_knn(train, train_y, test, k, 7).tolist()
+    assert 0.3 < (got == test_y).mean() < 0.95
+
+
+def test_k_larger_than_train_is_capped_and_prefixes_are_exact():
+    rng = np.random.default_rng(0)
+    train, train_y = clustered(rng, 15, 8, 3, rng.normal(size=(3, 8)))
+    test, _ = clustered(rng, 10, 8, 3, rng.normal(size=(3, 8)))
+    sims, ids = neighbours(train, test, [5, 200])
+    assert ids.shape == (10, 15)
+    assert (np.diff(sims, axis=1) <= 0).all()
+
+
+def test_mean_per_class_accuracy():
+    labels = np.array([0, 0, 0, 0, 1])
+    correct = np.array([1, 1, 1, 1, 0], dtype=bool)
+    assert mean_per_class(correct, labels) == 0.5
+
+
+# ------------------------------------------------------------------ the whole probe on a file
+
+
+def build(tmp_path, train_x, train_y, test_x, test_y, name="hand"):
+    ids = [f"tr{i:04d}" for i in range(len(train_x))] + [f"te{i:04d}" for i in range(len(test_x))]
+    labels = list(train_y) + list(test_y)
+    splits = ["train"] * len(train_x) + ["test"] * len(test_x)
+    root = tmp_path / "data"
+    root.mkdir(exist_ok=True)
+    (root / "manifest.csv").write_text("id,path,label,split\n" + "".join(
+        f"{i},{i}.mp4,c{l},{s}\n" for i, l, s in zip(ids, labels, splits)))
+    card = tmp_path / f"{name}.yaml"
+    card.write_text(yaml.safe_dump({
+        "name": name, "version": 1, "task": "classification",
+        "dataset": {"adapter": "manifest", "train": "train", "test": "test"},
+        "frames": {"count": 4, "sampling": "uniform"}, "transform": {"resize_short": 32},
+        "probes": {"knn": {"k": [1, 10, 20], "headline_k": 10}}}))
+    protocol = load_protocol(card)
+    from evalharness.datasets import resolve_manifest
+
+    manifest = resolve_manifest(protocol, root)
+    vectors = dict(zip(ids, np.concatenate([train_x, test_x])))
+    header = Header(model="m", model_revision="", weights_sha256="", model_config="{}", protocol=name,
+                    protocol_version=1, extraction_hash=protocol.extraction_hash, protocol_json="{}",
+                    manifest_hash=manifest.hash, harness_version="0", environment=json.dumps({}))
+    parts = tmp_path / f"{name}.parts"
+    parts.mkdir()
+    order = manifest.ids
+    clip = np.stack([vectors[i] for i in order])[:, None, :].astype(np.float32)
+    write_part(parts, header, 0, 1, Chunk(order, clip, np.zeros((len(order), 1, 4), np.int32)))
+    return finalize([parts], tmp_path / f"{name}.h5"), protocol, root
+
+
+def test_probe_record_matches_reference_and_collapsed_scores_chance(tmp_path):
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(4, 12)) * 0.8
+    train, train_y = clustered(rng, 200, 12, 4, centres)
+    test, test_y = clustered(rng, 80, 12, 4, centres)
+    path, protocol, root = build(tmp_path, train, train_y, test, test_y)
+    record = run_probe("knn", path, protocol, root)
+    # manifest class indices follow sorted label names c0..c3; ids sort train-before-test within each split
+    expected = reference_knn(train, train_y, test, 10, 4)
+    assert record["predictions"]["predicted"] == [f"c{c}" for c in expected]
+    head = record["metrics"]["top1@k10"]
+    assert head["value"] == pytest.approx((expected == test_y).mean())
+    assert head["ci_low"] <= head["value"] <= head["ci_high"] and head["n"] == 80
+    assert record["chosen"]["k_used"] == {"1": 1, "10": 10, "20": 20}
+    assert record["conforming"] and record["probe_hash"] == protocol.probe_hash
+
+    collapsed_dir = tmp_path / "collapsed"
+    collapsed_dir.mkdir()
+    flat = np.ones_like(train) / np.sqrt(12)
+    balanced_test_y = np.arange(80) % 4
+    path, protocol, root = build(collapsed_dir, flat, train_y, np.ones_like(test) / np.sqrt(12), balanced_test_y, "flat")
+    record = run_probe("knn", path, protocol, root)
+    assert record["metrics"]["top1@k10"]["value"] == pytest.approx(0.25)
+    assert record["metrics"]["mean_class@k10"]["value"] == pytest.approx(0.25)
+
+
+def test_probe_refuses_a_file_from_another_card(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = clustered(rng, 30, 4, 2, rng.normal(size=(2, 4)))
+    path, protocol, root = build(tmp_path, x[:20], y[:20], x[20:], y[20:])
+    raw = yaml.safe_load((tmp_path / "hand.yaml").read_text())
+    raw["frames"]["count"] = 8
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ProbeError, match="was extracted under protocol hand v1 .* but card hand v1 has extraction_hash"):
+        run_probe("knn", path, load_protocol(tmp_path / "other.yaml"), root)
+    record = run_probe("knn", path, load_protocol(tmp_path / "other.yaml"), root, allow_mismatch=True)
+    assert record["conforming"] is False and "extracted under" in record["notes"][0]

@@ -87,18 +87,22 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_arrays(tmp_path, 
     assert cli(*base, "-o", reference).returncode == 0
     out = tmp_path / "killed.h5"
     rng = random.Random(1234)
+    parts = tmp_path / "killed.h5.parts"
     mid_run_kills = 0
-    for _ in range(6):
+    # kill once during start-up, then at a random moment after a random number of finished chunks
+    for target in [0] + sorted(rng.sample(range(1, 14), 4)):
         proc = subprocess.Popen([sys.executable, "-m", "evalharness", *map(str, base), "-o", str(out)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(rng.uniform(1.0, 4.0))
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and len(list(parts.glob("part-*.h5"))) < target and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            done = len(list((tmp_path / "killed.h5.parts").glob("part-*.h5")))
-            mid_run_kills += 0 < done < 15
+            mid_run_kills += 0 < len(list(parts.glob("part-*.h5"))) < 15
         proc.wait()
-    assert mid_run_kills >= 1
+    assert mid_run_kills >= 3
     result = cli(*base, "-o", out)
     assert result.returncode == 0, result.stderr
     assert arrays(out) == arrays(reference)

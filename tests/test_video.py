@@ -1,3 +1,6 @@
+import shutil
+import subprocess
+
 import av
 import numpy as np
 import pytest
@@ -97,3 +100,14 @@ def test_views_are_resized_cropped_and_normalised():
     mean, std = normalization(fixed, (0.5,) * 3, (0.25,) * 3)
     whole = make_views(indices[:1], frames, fixed, 1, mean, std)
     assert whole.shape == (1, 2, 3, 112, 149) and float(whole.max()) == 1.0
+
+
+def test_frame_counts_equal_ffprobes_decoded_count(realdata, real_clips):
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        pytest.skip("ffprobe not installed")
+    for row in real_clips:
+        path = realdata / "videos" / row["path"]
+        out = subprocess.run([ffprobe, "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                              "stream=nb_read_frames", "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True)
+        assert count_frames(path) == int(out.stdout.strip().rstrip(",")), row["path"]

@@ -144,19 +144,38 @@ def validate(file: Path, card: str | None, data: Path | None) -> None:
 @click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="Dataset root (labels come from here).")
 @click.option("--out", "-o", "results", default="results", show_default=True, type=click.Path(path_type=Path), help="Results folder.")
 @click.option("--allow-mismatch", is_flag=True, help="Score a file from another card/manifest; marked non-conforming.")
-def probe(probe, file, card, data, results, allow_mismatch):
-    """Score an embedding file with PROBE (knn, or all the card lists) and write result records."""
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+def probe(probe, file, card, data, results, allow_mismatch, device):
+    """Score an embedding file with PROBE (knn, linear, retrieval, labelprop, or all the card lists)."""
     from .probes import probes_for, run_probe
     from .protocol import load_protocol
     from .results import write_record
 
     protocol = load_protocol(card)
     for name in probes_for(protocol, probe):
-        record = run_probe(name, file, protocol, data, allow_mismatch)
+        record = run_probe(name, file, protocol, data, allow_mismatch, device)
         head = record["metrics"][record["headline"]]
         path = write_record(record, results)
         click.echo(f"{record['model']} {protocol.name} {name} {record['headline']}: {100 * head['value']:.2f} "
                    f"[{100 * head['ci_low']:.2f}, {100 * head['ci_high']:.2f}] -> {path}")
+
+
+@cli.command()
+@click.argument("result_a", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("result_b", type=click.Path(dir_okay=False, path_type=Path))
+def compare(result_a: Path, result_b: Path) -> None:
+    """Paired comparison of two result records of the same protocol and probe (bootstrap CI, McNemar)."""
+    from .results import compare_records, load_record
+
+    a, b = load_record(result_a), load_record(result_b)
+    out = compare_records(a, b)
+    d = out["difference"]
+    click.echo(f"| {out['metric']} | {a['model']} | {b['model']} | A - B [95% CI] | McNemar p |")
+    click.echo("|---|---|---|---|---|")
+    mcnemar = out.get("mcnemar")
+    p = f"{mcnemar['p_value']:.4g} ({mcnemar['only_a']} vs {mcnemar['only_b']} discordant)" if mcnemar else "n/a"
+    click.echo(f"| {a['protocol']} {a['probe']} (n={d['n']}) | {100 * out['a']:.2f} | {100 * out['b']:.2f} | "
+               f"{100 * d['value']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}] | {p} |")
 
 
 @cli.command()

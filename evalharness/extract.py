@@ -27,8 +27,8 @@ from .errors import DecodeError, HarnessError
 from .progress import bar
 from .protocol import Protocol
 from .sampling import frame_indices
-from .store import (Chunk, DenseMaps, EmbeddingFile, Header, finalize, finished_chunks, part_failures, part_path,
-                    write_part)
+from .store import (TEXT_PART, Chunk, DenseMaps, EmbeddingFile, Header, finalize, finished_chunks, part_failures,
+                    part_path, write_part, write_text_part)
 from .video import make_views, normalization, read_sampled
 
 
@@ -105,6 +105,8 @@ def check_compatible(backbone: Backbone, protocol: Protocol) -> None:
     if want.size is not None and protocol.transform.crop != want.size:
         raise HarnessError(f"model {backbone.name} takes {want.size}x{want.size} crops but protocol {protocol.name} "
                            f"crops {protocol.transform.crop}")
+    if protocol.task == "text-retrieval" and not backbone.has_text:
+        raise HarnessError(f"model {backbone.name} has no text tower, which protocol {protocol.name} needs")
     if protocol.task == "label-propagation" and backbone.dense_stride is None:
         raise HarnessError(f"model {backbone.name} has no dense feature maps, which protocol {protocol.name} needs")
 
@@ -156,6 +158,19 @@ def _embed_chunk(backbone: Backbone, samples: list[Sample], protocol: Protocol, 
     return Chunk([s.id for s in good], clip, index, dense, failures)
 
 
+def _embed_captions(backbone: Backbone, manifest: Manifest, parts_dir: Path, header: Header, cfg: ExtractConfig) -> None:
+    """Embed every caption of the manifest; caption k of video v gets the id `v#k`."""
+    rows = [(f"{vid}#{k}", vid, text) for vid in sorted(manifest.captions) for k, text in enumerate(manifest.captions[vid])]
+    if not rows:
+        raise HarnessError("the protocol is text-retrieval but the manifest has no captions")
+    vectors = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), cfg.batch_size):
+            vectors.append(backbone.embed_text([r[2] for r in rows[start:start + cfg.batch_size]]).float().cpu())
+    dtype = np.float16 if cfg.dtype == "float16" else np.float32
+    write_text_part(parts_dir, header, [r[0] for r in rows], [r[1] for r in rows], torch.cat(vectors).numpy().astype(dtype))
+
+
 def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, out: str | Path,
             cfg: ExtractConfig = ExtractConfig()) -> ExtractSummary:
     """Embed every clip of the card's manifest (or of one shard) into `out`, resuming finished chunks."""
@@ -188,6 +203,8 @@ def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, ou
             if part_failures(path):
                 path.unlink()
                 del done[chunk_index]
+    if protocol.task == "text-retrieval" and shard == 0 and not (parts_dir / TEXT_PART).is_file():
+        _embed_captions(backbone, manifest, parts_dir, header, cfg)
     mine = [c for c in range(len(chunks)) if c % shards == shard]
     todo = [c for c in mine if c not in done]
     summary = ExtractSummary(out, resumed_chunks=len(mine) - len(todo))

@@ -48,3 +48,22 @@ def accuracy_metric(correct: np.ndarray, labels: np.ndarray | None = None, per_c
         value = float(correct.mean())
         low, high = bootstrap_ci(lambda idx: float(correct[idx].mean()), len(correct))
     return {"value": value, "ci_low": low, "ci_high": high, "n": int(len(correct))}
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+    """Mean of a minus mean of b over the same items, with a paired percentile bootstrap 95% CI."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    diff = a - b
+    low, high = bootstrap_ci(lambda idx: float(diff[idx].mean()), len(diff), resamples, seed)
+    return {"value": float(diff.mean()), "ci_low": low, "ci_high": high, "n": int(len(diff))}
+
+
+def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
+    """McNemar's exact test: two-sided binomial test on the items exactly one of the two gets right."""
+    from scipy.stats import binomtest
+
+    a_correct, b_correct = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    only_a = int((a_correct & ~b_correct).sum())
+    only_b = int((~a_correct & b_correct).sum())
+    p = 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+    return {"only_a": only_a, "only_b": only_b, "p_value": p}

@@ -7,7 +7,10 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
+
 from .errors import HarnessError
+from .metrics import mcnemar_exact, paired_difference
 
 FORMAT = "evalharness.result"
 SCHEMA_VERSION = 1
@@ -73,3 +76,18 @@ def find_records(paths: list[str | Path]) -> list[dict]:
     if not records:
         raise HarnessError(f"no result records found in {', '.join(map(str, paths))}")
     return records
+
+
+def compare_records(a: dict, b: dict) -> dict:
+    """Paired comparison of two models' headline metric on the same test items of the same protocol and probe."""
+    for key in ("protocol", "protocol_version", "extraction_hash", "probe_hash", "manifest_hash", "probe", "headline"):
+        if a[key] != b[key]:
+            raise HarnessError(f"cannot compare: the results differ in {key} ({a[key]!s:.40} vs {b[key]!s:.40})")
+    pa, pb = a.get("predictions") or {}, b.get("predictions") or {}
+    if not pa.get("ids") or pa.get("ids") != pb.get("ids"):
+        raise HarnessError("cannot compare: the results do not hold per-item values for the same test items")
+    va, vb = np.asarray(pa["value"], dtype=np.float64), np.asarray(pb["value"], dtype=np.float64)
+    out = {"metric": a["headline"], "a": float(va.mean()), "b": float(vb.mean()), "difference": paired_difference(va, vb)}
+    if set(np.unique(va)) <= {0.0, 1.0} and set(np.unique(vb)) <= {0.0, 1.0}:
+        out["mcnemar"] = mcnemar_exact(va, vb)
+    return out

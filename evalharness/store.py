@@ -171,6 +171,24 @@ def write_part(parts_dir: Path, header: Header, chunk_index: int, chunks_total: 
     return path
 
 
+TEXT_PART = "text.h5"
+
+
+def write_text_part(parts_dir: Path, header: Header, ids: list[str], video_ids: list[str], embeddings: np.ndarray) -> Path:
+    """Caption embeddings of a text-retrieval run, as their own atomic part (written once, by shard 0)."""
+    def fill(f: h5py.File) -> None:
+        header.write(f.attrs)
+        f.attrs["complete"] = False
+        group = f.create_group("text")
+        _write_strings(group, "ids", ids)
+        _write_strings(group, "video_ids", video_ids)
+        group.create_dataset("embeddings", data=embeddings)
+
+    path = parts_dir / TEXT_PART
+    _atomic_h5(path, fill)
+    return path
+
+
 def finished_chunks(parts_dir: Path, header: Header) -> dict[int, Path]:
     """Chunks whose part file exists and belongs to this run; a part from another model or card is an error."""
     done = {}
@@ -214,6 +232,7 @@ def finalize(parts_dirs: list[Path], out: Path, require_all: bool = True) -> Pat
                 parts.setdefault(int(PART_RE.match(path.name).group(1)), path)
     if not parts:
         raise StoreError(f"no part files found in {', '.join(map(str, parts_dirs))}")
+    texts = [Path(folder) / TEXT_PART for folder in parts_dirs if (Path(folder) / TEXT_PART).is_file()]
     metas = {c: _part_meta(p) for c, p in sorted(parts.items())}
     first_header, _, total, _, _, _ = next(iter(metas.values()))
     for chunk, (header, index, chunks_total, _, _, _) in metas.items():
@@ -259,6 +278,11 @@ def finalize(parts_dirs: list[Path], out: Path, require_all: bool = True) -> Pat
                 row += m
         _write_strings(f, "ids", ids)
         _write_failures(f, failures)
+        if texts:
+            with h5py.File(texts[0], "r") as src:
+                if Header.read(src.attrs, str(texts[0])).identity() != header.identity():
+                    raise StoreError(f"{texts[0]}: caption embeddings of another run")
+                src.copy(src["text"], f, name="text")
         f.attrs["complete"] = True
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -527,6 +551,15 @@ class EmbeddingFile:
             mean = block.mean(axis=1)
             out[start:start + chunk_rows] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
         return out
+
+    @property
+    def has_text(self) -> bool:
+        return "text" in self._f
+
+    def text(self) -> tuple[list[str], list[str], np.ndarray]:
+        """Caption ids, the video each belongs to (as the file claims), and their embeddings (float32)."""
+        group = self._f["text"]
+        return _strings(group["ids"]), _strings(group["video_ids"]), np.asarray(group["embeddings"][()], dtype=np.float32)
 
     def dense(self, vid: str) -> np.ndarray:
         """Per-frame feature maps (T, h, w, D) of one video, read on demand."""

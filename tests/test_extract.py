@@ -183,3 +183,39 @@ def test_real_clips_extract_with_the_card_frame_indices(tmp_path, realdata, real
         for row, vid in enumerate(f.ids):
             path = realdata / "videos" / next(r["path"] for r in real_clips if r["path"].replace(".", "_") == vid)
             assert stored[row].tolist() == frame_indices(protocol.frames, 2, count_frames(path)).tolist()
+
+
+def test_text_retrieval_extraction_writes_caption_embeddings(tmp_path, synth30):
+    import torch
+
+    from evalharness.backbones import Backbone, register
+    from evalharness.probes import run_probe
+
+    class ColourWords(Backbone):
+        """Mean colour per clip; captions map colour words to the same space (a toy text tower)."""
+
+        def embed(self, clips):
+            return clips.mean(dim=(1, 3, 4))
+
+        def embed_text(self, texts):
+            table = {"red": [1.0, -1, -1], "green": [-1, 1.0, -1], "blue": [-1, -1, 1.0]}
+            return torch.tensor([next(v for w, v in table.items() if w in t) for t in texts])
+
+    register("colourwords", lambda name: ColourWords(name=f"colourwords:{name}"))
+    card = tmp_path / "text.yaml"
+    card.write_text(yaml.safe_dump({
+        "name": "synth-text", "version": 1, "task": "text-retrieval",
+        "dataset": {"adapter": "synthetic", "clips": 30, "test": "test"},
+        "frames": {"count": 8, "sampling": "uniform"}, "transform": {"resize_short": 64, "crop": 64},
+        "probes": {"retrieval": {}}}))
+    protocol = load_protocol(card)
+    out = tmp_path / "t.h5"
+    extract("colourwords:toy", protocol, synth30, out, ExtractConfig(batch_size=4, workers=0, quiet=True))
+    with EmbeddingFile(out) as f:
+        ids, videos, emb = f.text()
+        assert len(ids) == 18 and ids[0] == "synth00007#0" and videos[0] == "synth00007" and emb.shape == (18, 3)
+    record = run_probe("retrieval", out, protocol, synth30)
+    assert record["metrics"]["t2v_R@1"]["n"] == 18
+    assert record["metrics"]["v2t_R@10"]["value"] > 0.5
+    with pytest.raises(HarnessError, match="has no text tower"):
+        extract("builtin:pixels", protocol, synth30, tmp_path / "u.h5", ExtractConfig(workers=0, quiet=True))

@@ -1,5 +1,3 @@
-import json
-
 import numpy as np
 import pytest
 import yaml
@@ -9,7 +7,7 @@ from evalharness.metrics import mean_per_class, ranked_classes
 from evalharness.probes import run_probe
 from evalharness.probes.knn import neighbours, vote
 from evalharness.protocol import load_protocol
-from evalharness.store import Chunk, Header, finalize, write_part
+from helpers import build_file, clustered
 
 T = 0.07
 
@@ -65,13 +63,6 @@ def reference_knn(train, labels, test, k, n_classes):
     return np.array(out)
 
 
-def clustered(rng, n, dim, n_classes, centres):
-    labels = rng.integers(0, n_classes, n)
-    x = centres[labels] + rng.normal(scale=1.0, size=(n, dim))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32), labels
-
-
 @pytest.mark.parametrize("k", [1, 10, 20, 200])
 def test_predictions_equal_an_independent_implementation(k):
     rng = np.random.default_rng(k)
@@ -98,45 +89,12 @@ def test_mean_per_class_accuracy():
     assert mean_per_class(correct, labels) == 0.5
 
 
-# ------------------------------------------------------------------ the whole probe on a file
-
-
-def build(tmp_path, train_x, train_y, test_x, test_y, name="hand"):
-    ids = [f"tr{i:04d}" for i in range(len(train_x))] + [f"te{i:04d}" for i in range(len(test_x))]
-    labels = list(train_y) + list(test_y)
-    splits = ["train"] * len(train_x) + ["test"] * len(test_x)
-    root = tmp_path / "data"
-    root.mkdir(exist_ok=True)
-    (root / "manifest.csv").write_text("id,path,label,split\n" + "".join(
-        f"{i},{i}.mp4,c{l},{s}\n" for i, l, s in zip(ids, labels, splits)))
-    card = tmp_path / f"{name}.yaml"
-    card.write_text(yaml.safe_dump({
-        "name": name, "version": 1, "task": "classification",
-        "dataset": {"adapter": "manifest", "train": "train", "test": "test"},
-        "frames": {"count": 4, "sampling": "uniform"}, "transform": {"resize_short": 32},
-        "probes": {"knn": {"k": [1, 10, 20], "headline_k": 10}}}))
-    protocol = load_protocol(card)
-    from evalharness.datasets import resolve_manifest
-
-    manifest = resolve_manifest(protocol, root)
-    vectors = dict(zip(ids, np.concatenate([train_x, test_x])))
-    header = Header(model="m", model_revision="", weights_sha256="", model_config="{}", protocol=name,
-                    protocol_version=1, extraction_hash=protocol.extraction_hash, protocol_json="{}",
-                    manifest_hash=manifest.hash, harness_version="0", environment=json.dumps({}))
-    parts = tmp_path / f"{name}.parts"
-    parts.mkdir()
-    order = manifest.ids
-    clip = np.stack([vectors[i] for i in order])[:, None, :].astype(np.float32)
-    write_part(parts, header, 0, 1, Chunk(order, clip, np.zeros((len(order), 1, 4), np.int32)))
-    return finalize([parts], tmp_path / f"{name}.h5"), protocol, root
-
-
 def test_probe_record_matches_reference_and_collapsed_scores_chance(tmp_path):
     rng = np.random.default_rng(5)
     centres = rng.normal(size=(4, 12)) * 0.8
     train, train_y = clustered(rng, 200, 12, 4, centres)
     test, test_y = clustered(rng, 80, 12, 4, centres)
-    path, protocol, root = build(tmp_path, train, train_y, test, test_y)
+    path, protocol, root = build_file(tmp_path, train, train_y, test, test_y)
     record = run_probe("knn", path, protocol, root)
     # manifest class indices follow sorted label names c0..c3; ids sort train-before-test within each split
     expected = reference_knn(train, train_y, test, 10, 4)
@@ -151,7 +109,7 @@ def test_probe_record_matches_reference_and_collapsed_scores_chance(tmp_path):
     collapsed_dir.mkdir()
     flat = np.ones_like(train) / np.sqrt(12)
     balanced_test_y = np.arange(80) % 4
-    path, protocol, root = build(collapsed_dir, flat, train_y, np.ones_like(test) / np.sqrt(12), balanced_test_y, "flat")
+    path, protocol, root = build_file(collapsed_dir, flat, train_y, np.ones_like(test) / np.sqrt(12), balanced_test_y, "flat")
     record = run_probe("knn", path, protocol, root)
     assert record["metrics"]["top1@k10"]["value"] == pytest.approx(0.25)
     assert record["metrics"]["mean_class@k10"]["value"] == pytest.approx(0.25)
@@ -160,7 +118,7 @@ def test_probe_record_matches_reference_and_collapsed_scores_chance(tmp_path):
 def test_probe_refuses_a_file_from_another_card(tmp_path):
     rng = np.random.default_rng(0)
     x, y = clustered(rng, 30, 4, 2, rng.normal(size=(2, 4)))
-    path, protocol, root = build(tmp_path, x[:20], y[:20], x[20:], y[20:])
+    path, protocol, root = build_file(tmp_path, x[:20], y[:20], x[20:], y[20:])
     raw = yaml.safe_load((tmp_path / "hand.yaml").read_text())
     raw["frames"]["count"] = 8
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(raw))

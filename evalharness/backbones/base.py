@@ -43,6 +43,11 @@ class Backbone(ABC):
         """Captions -> (M, D) embeddings in the video space (text-video retrieval)."""
         raise NotImplementedError(f"backbone {self.name} has no text tower")
 
+    @property
+    def has_text(self) -> bool:
+        """Whether this model overrides `embed_text` (a text tower for text-video retrieval)."""
+        return type(self).embed_text is not Backbone.embed_text
+
     def config(self) -> dict:
         """What identifies this model beyond its name (recorded as `model_config`)."""
         return {"input": {"frames": self.input.frames, "size": self.input.size,

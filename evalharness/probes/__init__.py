@@ -11,10 +11,10 @@ from ..environment import environment, utc_now
 from ..errors import ProbeError
 from ..protocol import Protocol
 from ..results import FORMAT, SCHEMA_VERSION
-from . import knn
+from . import knn, linear, retrieval
 from .common import open_for_probe
 
-PROBES = {"knn": knn}
+PROBES = {"knn": knn, "linear": linear, "retrieval": retrieval}
 
 
 def resolve_probe_config(name: str, raw: dict, task: str) -> dict:
@@ -41,7 +41,7 @@ def probe_config(name: str, resolved: dict):
 
 
 def run_probe(name: str, path: str | Path, protocol: Protocol, data_root: str | Path,
-              allow_mismatch: bool = False) -> dict:
+              allow_mismatch: bool = False, device: str = "cpu") -> dict:
     """Score an embedding file with one probe of the card and return its result record."""
     if name not in protocol.probes:
         raise ProbeError(f"protocol {protocol.name} does not define probe '{name}' (it has: {', '.join(protocol.probes) or 'none'})")
@@ -50,7 +50,7 @@ def run_probe(name: str, path: str | Path, protocol: Protocol, data_root: str | 
     try:
         loaded = time.perf_counter()
         config = probe_config(name, protocol.probes[name])
-        outcome = PROBES[name].run(data, config)
+        outcome = PROBES[name].run(data, config, device)
         header = data.file.header
         return {
             "format": FORMAT, "schema_version": SCHEMA_VERSION,
@@ -63,7 +63,7 @@ def run_probe(name: str, path: str | Path, protocol: Protocol, data_root: str | 
             "probe": name, "config": asdict(config), "chosen": outcome["chosen"],
             "headline": outcome["headline"], "metrics": outcome["metrics"], "predictions": outcome["predictions"],
             "conforming": data.conforming, "notes": data.notes,
-            "harness_version": __version__, "environment": environment(),
+            "harness_version": __version__, "environment": environment(device),
             "timings": {"load_s": loaded - started, "probe_s": time.perf_counter() - loaded},
             "created_utc": utc_now(),
         }

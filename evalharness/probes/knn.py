@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
+import torch
 
 from ..metrics import accuracy_metric, ranked_classes, topk_correct
 from .common import ProbeInput
@@ -44,20 +45,41 @@ def _exact_neighbours(train: np.ndarray, queries: np.ndarray, k: int) -> tuple[n
     return np.take_along_axis(sims, order, axis=1), order
 
 
-def neighbours(train: np.ndarray, queries: np.ndarray, ks: list[int], chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def _faiss_search(train: np.ndarray):
+    index = faiss.IndexFlatIP(train.shape[1])
+    index.add(np.ascontiguousarray(train, dtype=np.float32))
+    return lambda q, k: index.search(np.ascontiguousarray(q, dtype=np.float32), k)
+
+
+def _torch_search(train: np.ndarray, device: str):
+    bank = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32)).to(device)
+
+    def search(q: np.ndarray, k: int):
+        sims = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)).to(device) @ bank.T
+        d, i = sims.topk(k, dim=1)
+        return d.cpu().numpy(), i.cpu().numpy()
+
+    return search
+
+
+def neighbours(train: np.ndarray, queries: np.ndarray, ks: list[int], device: str = "cpu",
+               chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """(similarities, train indices) of the max(ks) nearest train vectors per query, ordered so that every
-    prefix of length k in ks is the exact top-k set under the tie-break rule."""
+    prefix of length k in ks is the exact top-k set under the tie-break rule.
+
+    faiss on the CPU, torch matmul + topk on a GPU; neither orders tied neighbours by index,
+    so rows with a tie across a k boundary are recomputed exactly.
+    """
     n_train = train.shape[0]
     kmax = min(max(ks), n_train)
     search_k = min(kmax + 1, n_train)
-    index = faiss.IndexFlatIP(train.shape[1])
-    index.add(np.ascontiguousarray(train, dtype=np.float32))
+    search = _faiss_search(train) if device == "cpu" else _torch_search(train, device)
     sims = np.empty((queries.shape[0], kmax), dtype=np.float32)
     ids = np.empty((queries.shape[0], kmax), dtype=np.int64)
     boundaries = [min(k, n_train) for k in ks if min(k, n_train) < n_train]
     for start in range(0, queries.shape[0], chunk):
         q = np.ascontiguousarray(queries[start:start + chunk], dtype=np.float32)
-        d, i = index.search(q, search_k)
+        d, i = search(q, search_k)
         tied = np.zeros(len(q), dtype=bool)
         for b in boundaries:
             tied |= d[:, b - 1] == d[:, b]
@@ -76,12 +98,12 @@ def vote(sims: np.ndarray, ids: np.ndarray, train_labels: np.ndarray, n_classes:
     return scores
 
 
-def run(data: ProbeInput, config: Config) -> dict:
+def run(data: ProbeInput, config: Config, device: str = "cpu") -> dict:
     """Score the test split by kNN over the train split; returns metrics, chosen settings and predictions."""
     _, train_x, train_y = data.split("train")
     test_ids, test_x, test_y = data.split("test")
     n_classes = len(data.manifest.classes)
-    sims, ids = neighbours(train_x, test_x, config.k)
+    sims, ids = neighbours(train_x, test_x, config.k, device)
     metrics, used, predictions = {}, {}, None
     for k in config.k:
         kk = min(k, len(train_y))
@@ -94,7 +116,7 @@ def run(data: ProbeInput, config: Config) -> dict:
         if k == config.headline_k:
             predictions = {"ids": test_ids, "label": [data.manifest.classes[c] for c in test_y],
                            "predicted": [data.manifest.classes[c] for c in ranked[:, 0]],
-                           "correct": top1.astype(int).tolist()}
+                           "value": top1.astype(int).tolist()}
     return {"headline": f"top1@k{config.headline_k}", "metrics": metrics,
             "chosen": {"k_used": used, "temperature": config.temperature, "train_size": int(len(train_y))},
             "predictions": predictions}

@@ -1,0 +1,144 @@
+"""CLIP-style linear probe: multinomial logistic regression, C chosen on a validation split of train.
+
+Features are standardised with the train mean and std. The objective is
+scikit-learn's: C * sum of cross-entropies + ||W||^2 / 2 (bias unpenalised),
+minimised by full-batch L-BFGS in torch, warm-started along the C path from
+strong to weak regularisation. C is chosen on a stratified validation split of
+train; the model is refit on all of train with that C and scored on test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ProbeError
+from ..metrics import accuracy_metric, ranked_classes, topk_correct
+from .common import ProbeInput
+
+TASKS = ("classification",)
+
+
+@dataclass(frozen=True)
+class Config:
+    c_grid: dict = field(default_factory=lambda: {"log10_min": -6, "log10_max": 6, "steps": 25})
+    val_fraction: float = 0.1
+    seed: int = 0
+    views: str = "mean"
+    max_iter: int = 1000
+    tolerance: float = 1e-6
+
+    def validate(self) -> None:
+        grid = self.c_grid
+        if not isinstance(grid, dict) or set(grid) != {"log10_min", "log10_max", "steps"}:
+            raise ValueError("c_grid must be {log10_min, log10_max, steps}")
+        if not grid["log10_min"] <= grid["log10_max"] or not isinstance(grid["steps"], int) or grid["steps"] < 1:
+            raise ValueError(f"c_grid {grid} is empty")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.views not in ("mean", "clips"):
+            raise ValueError(f"views must be 'mean' or 'clips', got {self.views!r}")
+        if not isinstance(self.max_iter, int) or self.max_iter < 1 or not self.tolerance > 0:
+            raise ValueError("max_iter must be a positive integer and tolerance positive")
+
+    def grid(self) -> np.ndarray:
+        g = self.c_grid
+        return np.logspace(g["log10_min"], g["log10_max"], g["steps"])
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, val) index arrays: round(fraction * count) of each class to val, chosen by a seeded permutation.
+    A class with one item stays in fit."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        take = int(np.floor(fraction * len(members) + 0.5)) if len(members) > 1 else 0
+        val.extend(rng.permutation(members)[:min(take, len(members) - 1)])
+    val = np.sort(np.array(val, dtype=np.int64))
+    fit = np.setdiff1d(np.arange(len(labels)), val)
+    return fit, val
+
+
+def standardise(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = train.mean(0)
+    std = train.std(0, unbiased=False)
+    return mean, torch.where(std > 1e-12, std, torch.ones_like(std))
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, c: float, init: torch.Tensor | None = None,
+                 max_iter: int = 1000, tolerance: float = 1e-6) -> torch.Tensor:
+    """Weights (D + 1, K), bias last, minimising mean CE + ||W||^2 / (2 C n): scikit-learn's objective over n."""
+    weights = (torch.zeros(x.shape[1] + 1, n_classes, dtype=x.dtype, device=x.device) if init is None
+               else init.clone()).requires_grad_(True)
+    penalty = 0.5 / (c * x.shape[0])
+    optimizer = torch.optim.LBFGS([weights], lr=1.0, max_iter=max_iter, tolerance_grad=tolerance,
+                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        logits = x @ weights[:-1] + weights[-1]
+        loss = F.cross_entropy(logits, y) + penalty * weights[:-1].pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weights.detach()
+
+
+def _probabilities(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(x @ weights[:-1] + weights[-1], dim=1)
+
+
+def _samples(data: ProbeInput, role: str, per_view: bool) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+    """Features per video (view-aggregated) or per view (each L2-normalised), labels, and views per video."""
+    ids, vectors, labels = data.split(role)
+    if not per_view:
+        return ids, vectors, labels, 1
+    views = data.file.clip(data.file.rows(ids))
+    views /= np.maximum(np.linalg.norm(views, axis=2, keepdims=True), 1e-12)
+    n, v, d = views.shape
+    return ids, views.reshape(n * v, d), np.repeat(labels, v), v
+
+
+def run(data: ProbeInput, config: Config, device: str = "cpu") -> dict:
+    """Choose C on validation, refit on train, score test; returns metrics, the C curve and predictions."""
+    per_view = config.views == "clips"
+    _, train_x, train_y, train_views = _samples(data, "train", per_view)
+    test_ids, test_x, test_y_rows, test_views = _samples(data, "test", per_view)
+    test_y = test_y_rows[::test_views]
+    n_classes = len(data.manifest.classes)
+    dtype = torch.float64 if device == "cpu" else torch.float32
+    dev = torch.device(device)
+    xt = torch.from_numpy(train_x).to(dev, dtype)
+    yt = torch.from_numpy(train_y).to(dev)
+    mean, std = standardise(xt)
+    xt = (xt - mean) / std
+    # split by video, so the views of one video never sit on both sides
+    fit_videos, val_videos = stratified_split(train_y[::train_views], config.val_fraction, config.seed)
+    if len(val_videos) == 0:
+        raise ProbeError(f"{data.file.path}: no class has two train videos, so no validation split can be held out")
+    fit_idx, val_idx = (np.ravel(v[:, None] * train_views + np.arange(train_views)) for v in (fit_videos, val_videos))
+    curve, weights = [], None
+    for c in config.grid():
+        weights = fit_logistic(xt[fit_idx], yt[fit_idx], n_classes, float(c), weights, config.max_iter, config.tolerance)
+        probs = _probabilities(xt[val_idx], weights).cpu().numpy().reshape(len(val_videos), train_views, n_classes)
+        predicted = probs.mean(1).argmax(1)
+        curve.append({"C": float(c), "val_top1": float((predicted == train_y[::train_views][val_videos]).mean())})
+    best = max(range(len(curve)), key=lambda i: (curve[i]["val_top1"], -i))
+    chosen_c = curve[best]["C"]
+    final = fit_logistic(xt, yt, n_classes, chosen_c, None, config.max_iter, config.tolerance)
+    xs = (torch.from_numpy(test_x).to(dev, dtype) - mean) / std
+    probs = _probabilities(xs, final).cpu().numpy().reshape(len(test_y), test_views, n_classes).mean(1)
+    ranked = ranked_classes(probs, min(5, n_classes))
+    top1 = topk_correct(ranked, test_y, 1)
+    metrics = {"top1": accuracy_metric(top1), "top5": accuracy_metric(topk_correct(ranked, test_y, 5)),
+               "mean_class": accuracy_metric(top1, test_y, per_class=True)}
+    return {"headline": "top1", "metrics": metrics,
+            "chosen": {"C": chosen_c, "val_videos": int(len(val_videos)), "fit_videos": int(len(fit_videos)), "curve": curve},
+            "predictions": {"ids": test_ids, "label": [data.manifest.classes[c] for c in test_y],
+                            "predicted": [data.manifest.classes[c] for c in ranked[:, 0]],
+                            "value": top1.astype(int).tolist()}}

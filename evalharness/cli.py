@@ -145,7 +145,9 @@ def validate(file: Path, card: str | None, data: Path | None) -> None:
 @click.option("--out", "-o", "results", default="results", show_default=True, type=click.Path(path_type=Path), help="Results folder.")
 @click.option("--allow-mismatch", is_flag=True, help="Score a file from another card/manifest; marked non-conforming.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-def probe(probe, file, card, data, results, allow_mismatch, device):
+@click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
+              help="labelprop: write predicted masks as DIR/<seq>/<frame>.png (DAVIS results layout).")
+def probe(probe, file, card, data, results, allow_mismatch, device, save_masks):
     """Score an embedding file with PROBE (knn, linear, retrieval, labelprop, or all the card lists)."""
     from .probes import probes_for, run_probe
     from .protocol import load_protocol
@@ -153,7 +155,7 @@ def probe(probe, file, card, data, results, allow_mismatch, device):
 
     protocol = load_protocol(card)
     for name in probes_for(protocol, probe):
-        record = run_probe(name, file, protocol, data, allow_mismatch, device)
+        record = run_probe(name, file, protocol, data, allow_mismatch, device, save_masks)
         head = record["metrics"][record["headline"]]
         path = write_record(record, results)
         click.echo(f"{record['model']} {protocol.name} {name} {record['headline']}: {100 * head['value']:.2f} "

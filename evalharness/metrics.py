@@ -67,3 +67,78 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
     only_b = int((~a_correct & b_correct).sum())
     p = 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
     return {"only_a": only_a, "only_b": only_b, "p_value": p}
+
+
+# ------------------------------------------------------------- DAVIS region and boundary measures
+# As the official DAVIS evaluation (davis2017-evaluation) defines them.
+
+
+def region_j(truth: np.ndarray, mask: np.ndarray) -> float:
+    """Jaccard index of two binary masks; 1 when both are empty."""
+    truth, mask = truth.astype(bool), mask.astype(bool)
+    union = np.logical_or(truth, mask).sum()
+    return 1.0 if union == 0 else float(np.logical_and(truth, mask).sum() / union)
+
+
+def boundary_map(mask: np.ndarray) -> np.ndarray:
+    """One-pixel boundary of a binary mask, offset half a pixel toward the origin (Martin et al.'s seg2bmap)."""
+    seg = mask.astype(bool)
+    east, south, southeast = np.zeros_like(seg), np.zeros_like(seg), np.zeros_like(seg)
+    east[:, :-1] = seg[:, 1:]
+    south[:-1, :] = seg[1:, :]
+    southeast[:-1, :-1] = seg[1:, 1:]
+    b = (seg ^ east) | (seg ^ south) | (seg ^ southeast)
+    b[-1, :] = seg[-1, :] ^ east[-1, :]
+    b[:, -1] = seg[:, -1] ^ south[:, -1]
+    b[-1, -1] = False
+    return b
+
+
+def disk(radius: int) -> np.ndarray:
+    """Disk structuring element: offsets with x^2 + y^2 <= r^2 (as skimage.morphology.disk)."""
+    r = np.arange(-radius, radius + 1)
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2
+
+
+def _within(boundary: np.ndarray, tolerance: int) -> np.ndarray:
+    """Pixels within Euclidean distance `tolerance` of a boundary pixel: the dilation by `disk(tolerance)`,
+    computed with an exact distance transform (integer offsets, so dist <= r iff dx^2 + dy^2 <= r^2)."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not boundary.any():
+        return np.zeros_like(boundary)
+    return distance_transform_edt(~boundary) <= tolerance
+
+
+def boundary_f(truth: np.ndarray, mask: np.ndarray, threshold: float = 0.008) -> float:
+    """Boundary F-measure: boundaries match within ceil(threshold * image diagonal) pixels."""
+    tolerance = int(np.ceil(threshold * np.linalg.norm(mask.shape)))
+    fg, gt = boundary_map(mask), boundary_map(truth)
+    fg_dilated = _within(fg, tolerance)
+    gt_dilated = _within(gt, tolerance)
+    n_fg, n_gt = int(fg.sum()), int(gt.sum())
+    if n_fg == 0 and n_gt > 0:
+        precision, recall = 1.0, 0.0
+    elif n_fg > 0 and n_gt == 0:
+        precision, recall = 0.0, 1.0
+    elif n_fg == 0 and n_gt == 0:
+        precision, recall = 1.0, 1.0
+    else:
+        precision = float((fg & gt_dilated).sum()) / n_fg
+        recall = float((gt & fg_dilated).sum()) / n_gt
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def davis_object_scores(truth: np.ndarray, predicted: np.ndarray, object_id: int) -> dict:
+    """Per-object J and F over frames 1..T-2 (first and last excluded): mean and recall (share above 0.5)."""
+    j = np.array([region_j(t == object_id, p == object_id) for t, p in zip(truth[1:-1], predicted[1:-1])])
+    f = np.array([boundary_f(t == object_id, p == object_id) for t, p in zip(truth[1:-1], predicted[1:-1])])
+    return {"J": float(j.mean()), "F": float(f.mean()), "J_recall": float((j > 0.5).mean()),
+            "F_recall": float((f > 0.5).mean()), "J_frames": j.tolist(), "F_frames": f.tolist()}
+
+
+def mean_metric(values: np.ndarray) -> dict:
+    """Mean with a 95% percentile bootstrap CI over the items (objects, queries)."""
+    values = np.asarray(values, dtype=np.float64)
+    low, high = bootstrap_ci(lambda idx: float(values[idx].mean()), len(values))
+    return {"value": float(values.mean()), "ci_low": low, "ci_high": high, "n": int(len(values))}

@@ -567,6 +567,17 @@ class EmbeddingFile:
             raise StoreError(f"{self.path}: no dense features for '{vid}'")
         return self._f["dense"][vid][()]
 
+    def dense_geometry(self, vid: str) -> tuple[int, tuple[int, int]]:
+        """(grid stride in pixels, (height, width) of the frames the maps cover) of one video's dense maps."""
+        attrs = self._f["dense"][vid].attrs
+        try:
+            stride, size = int(attrs["stride"]), tuple(int(x) for x in attrs["frame_size"])
+        except (KeyError, TypeError, ValueError):
+            raise StoreError(f"{self.path}: /dense/{vid} lacks valid 'stride' and 'frame_size' attributes") from None
+        if stride < 1 or len(size) != 2 or min(size) < 1:
+            raise StoreError(f"{self.path}: /dense/{vid} has impossible stride {stride} or frame_size {size}")
+        return stride, size
+
     def file_sha256(self) -> str:
         import hashlib
 

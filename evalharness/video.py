@@ -15,6 +15,7 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .errors import DecodeError
 from .protocol import Transform
@@ -60,13 +61,35 @@ def _frames(path: Path, threads: int, stop_after: int | None = None):
         container.close()
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _image_files(path: Path) -> list[Path]:
+    """A folder of frames (DAVIS layout): its images in name order, one per presented frame."""
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DecodeError(f"{path}: folder holds no .jpg or .png frames")
+    return files
+
+
+def _load_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise DecodeError(f"{path}: not a readable image ({exc})") from None
+
+
 def _rgb(frame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
 def count_frames(path: str | os.PathLike, threads: int = 0) -> int:
-    """Number of decodable frames, counted by decoding the whole stream."""
-    return sum(1 for _ in _frames(Path(path), threads))
+    """Number of decodable frames, counted by decoding the whole stream (or the images of a frame folder)."""
+    path = Path(path)
+    if path.is_dir():
+        return len(_image_files(path))
+    return sum(1 for _ in _frames(path, threads))
 
 
 def decode_at(path: str | os.PathLike, indices: Sequence[int], threads: int = 0) -> np.ndarray:
@@ -98,6 +121,10 @@ def read_sampled(path: str | os.PathLike, choose: Callable[[int], np.ndarray],
     (n, indices, frames) with frames[i] the RGB frame of the i-th unique index.
     """
     path = Path(path)
+    if path.is_dir():
+        files = _image_files(path)
+        indices = choose(len(files))
+        return len(files), indices, np.stack([_load_image(files[int(i)]) for i in np.unique(indices)])
     decoded = list(_frames(path, threads))
     n = len(decoded)
     if n == 0:

@@ -20,7 +20,7 @@ def test_shapes(name, dim):
     clips = torch.randn(3, 8, 3, 64, 64)
     assert model.embed(clips).shape == (3, dim)
     maps = model.dense(clips[0])
-    assert maps.shape[:3] == (8, 16, 16) and model.dense_stride == 4
+    assert maps.shape[:3] == (8, 8, 8) and model.dense_stride == 8
     assert model.config()["input"]["mean"] == [0.485, 0.456, 0.406]
 
 

@@ -17,7 +17,7 @@ from ..errors import HarnessError
 from .base import Backbone
 
 _GRID = 8
-_DENSE_STRIDE = 4
+_DENSE_STRIDE = 8
 _BINS = 8
 _MATCH_SIZE = 24
 _MATCH_RADIUS = 6

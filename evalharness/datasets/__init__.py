@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ManifestError
-from . import csv_manifest, synthetic
+from . import csv_manifest, davis, synthetic
 from .base import Item, Manifest
 
 if TYPE_CHECKING:
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 ADAPTERS: dict[str, tuple[set[str], Callable[..., Manifest]]] = {
     "manifest": (csv_manifest.KEYS, csv_manifest.resolve),
+    "davis": (davis.KEYS, davis.resolve),
     "synthetic": (synthetic.KEYS, synthetic.resolve),
 }
 

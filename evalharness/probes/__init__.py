@@ -11,10 +11,10 @@ from ..environment import environment, utc_now
 from ..errors import ProbeError
 from ..protocol import Protocol
 from ..results import FORMAT, SCHEMA_VERSION
-from . import knn, linear, retrieval
+from . import knn, labelprop, linear, retrieval
 from .common import open_for_probe
 
-PROBES = {"knn": knn, "linear": linear, "retrieval": retrieval}
+PROBES = {"knn": knn, "linear": linear, "retrieval": retrieval, "labelprop": labelprop}
 
 
 def resolve_probe_config(name: str, raw: dict, task: str) -> dict:
@@ -41,8 +41,10 @@ def probe_config(name: str, resolved: dict):
 
 
 def run_probe(name: str, path: str | Path, protocol: Protocol, data_root: str | Path,
-              allow_mismatch: bool = False, device: str = "cpu") -> dict:
-    """Score an embedding file with one probe of the card and return its result record."""
+              allow_mismatch: bool = False, device: str = "cpu", save_masks: str | Path | None = None) -> dict:
+    """Score an embedding file with one probe of the card and return its result record.
+
+    `save_masks` (label propagation only) writes the predicted masks in the DAVIS results layout."""
     if name not in protocol.probes:
         raise ProbeError(f"protocol {protocol.name} does not define probe '{name}' (it has: {', '.join(protocol.probes) or 'none'})")
     started = time.perf_counter()
@@ -50,7 +52,8 @@ def run_probe(name: str, path: str | Path, protocol: Protocol, data_root: str | 
     try:
         loaded = time.perf_counter()
         config = probe_config(name, protocol.probes[name])
-        outcome = PROBES[name].run(data, config, device)
+        extra = {"save_masks": save_masks} if save_masks is not None and name == "labelprop" else {}
+        outcome = PROBES[name].run(data, config, device, **extra)
         header = data.file.header
         return {
             "format": FORMAT, "schema_version": SCHEMA_VERSION,

@@ -112,24 +112,17 @@ def merge(out: Path, parts: tuple[Path, ...]) -> None:
 @click.option("--data", "-d", type=click.Path(path_type=Path), help="With --protocol: also check ids and manifest hash.")
 def validate(file: Path, card: str | None, data: Path | None) -> None:
     """Check an embedding file; print each problem on one line and exit 1 if there are any."""
-    from .probes.common import open_for_probe
+    from .datasets import resolve_manifest
+    from .probes.common import conformance_notes
     from .protocol import load_protocol
-    from .store import file_problems
+    from .store import EmbeddingFile, file_problems
 
     problems = file_problems(file)
     if not problems and card:
         protocol = load_protocol(card)
-        if data is None:
-            from .store import EmbeddingFile
-
-            with EmbeddingFile(file) as f:
-                if f.header.extraction_hash != protocol.extraction_hash:
-                    problems.append(f"{file}: extraction_hash {f.header.extraction_hash[:12]} differs from card "
-                                    f"{protocol.name}'s {protocol.extraction_hash[:12]}")
-        else:
-            data_in = open_for_probe(file, protocol, data, allow_mismatch=True)
-            data_in.file.close()
-            problems += [f"{file}: {n}" if not n.startswith(str(file)) else n for n in data_in.notes]
+        manifest = resolve_manifest(protocol, data) if data is not None else None
+        with EmbeddingFile(file) as f:
+            problems += conformance_notes(f, protocol, manifest, data)
     for problem in problems:
         click.echo(problem)
     if problems:

@@ -1,4 +1,4 @@
-"""The embedded default: synthetic benchmark -> both builtin backbones -> kNN -> leaderboard."""
+"""The embedded default: synthetic benchmark -> both builtin backbones -> every probe of the cards -> leaderboard."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .datasets.synthetic import SynthConfig, generate
 from .extract import ExtractConfig, extract
-from .probes import run_probe
+from .probes import probes_for, run_probe
 from .progress import bar
 from .protocol import load_protocol
 from .report import markdown
@@ -35,9 +35,10 @@ def run_demo(out: str | Path, workers: int = 2, quiet: bool = False, echo: Calla
             path = out / "embeddings" / slug(model) / f"{card}.h5"
             summary = extract(model, protocol, data, path, ExtractConfig(batch_size=16, workers=workers, quiet=quiet))
             echo(f"embeddings {model} {card}: {path} ({summary.embedded} clips, {summary.clips_per_second:.1f} clips/s)")
-            record = run_probe("knn", path, protocol, data)
-            records.append(record)
-            echo(f"result {model} {card} knn: {write_record(record, out / 'results')}")
+            for probe in probes_for(protocol, "all"):
+                record = run_probe(probe, path, protocol, data)
+                records.append(record)
+                echo(f"result {model} {card} {probe}: {write_record(record, out / 'results')}")
     table = markdown(records)
     (out / "leaderboard.md").write_text(table + "\n", encoding="utf-8")
     echo(f"leaderboard: {out / 'leaderboard.md'} (demo took {time.perf_counter() - started:.0f} s)")

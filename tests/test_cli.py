@@ -22,7 +22,7 @@ def test_protocols_lists_and_prints_cards():
     (["extract", "-m", "builtin:pixels", "-p", "synthetic-motion", "-d", "{tmp}/nowhere", "-o", "{tmp}/x.h5"], "data root is not a directory"),
     (["extract", "-m", "builtin:pixels", "-p", "synthetic-motion", "-d", "{data}", "-o", "{tmp}/x.h5", "--shard", "2/2"], "need 0 <= i < N"),
     (["validate", "{tmp}/missing.h5"], "missing.h5: file not found"),
-    (["probe", "linear", "{tmp}/missing.h5", "-p", "synthetic-motion", "-d", "{data}"], "does not define probe 'linear'"),
+    (["probe", "labelprop", "{tmp}/missing.h5", "-p", "synthetic-motion", "-d", "{data}"], "does not define probe 'labelprop'"),
     (["leaderboard", "{tmp}"], "no result records"),
     (["merge", "{tmp}/out.h5", "{tmp}"], "no part files found"),
 ])

@@ -12,10 +12,13 @@ def test_demo_shows_the_appearance_motion_contrast(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| model" in result.stdout and "leaderboard:" in result.stdout
     score = {}
-    for path in (tmp_path / "results").rglob("knn.json"):
+    probes = set()
+    for path in (tmp_path / "results").rglob("*.json"):
         record = json.loads(path.read_text())
-        score[record["model"], record["protocol"]] = record["metrics"][record["headline"]]["value"]
-    assert len(score) == 4
+        probes.add(record["probe"])
+        if record["probe"] == "knn":
+            score[record["model"], record["protocol"]] = record["metrics"][record["headline"]]["value"]
+    assert len(score) == 4 and probes == {"knn", "linear", "retrieval"}
     # chance: appearance 1/6, motion 1/4
     assert score["builtin:pixels", "synthetic-motion"] < 0.40
     assert score["builtin:pixels", "synthetic-appearance"] > 0.45

@@ -126,3 +126,29 @@ def test_probe_refuses_a_file_from_another_card(tmp_path):
         run_probe("knn", path, load_protocol(tmp_path / "other.yaml"), root)
     record = run_probe("knn", path, load_protocol(tmp_path / "other.yaml"), root, allow_mismatch=True)
     assert record["conforming"] is False and "extracted under" in record["notes"][0]
+    import subprocess
+    import sys
+
+    def validate(*args):
+        return subprocess.run([sys.executable, "-m", "evalharness", "validate", str(path), *map(str, args)],
+                              capture_output=True, text=True)
+
+    assert validate("-p", tmp_path / "hand.yaml", "-d", root).returncode == 0
+    wrong = validate("-p", tmp_path / "other.yaml")
+    assert wrong.returncode == 1 and "was extracted under protocol hand v1" in wrong.stdout
+    (root / "manifest.csv").write_text((root / "manifest.csv").read_text().replace("te0000,te0000.mp4,", "te9999,te9999.mp4,"))
+    moved = validate("-p", tmp_path / "hand.yaml", "-d", root)
+    assert moved.returncode == 1 and "different clips, labels or splits" in moved.stdout and "lacks 1 of the" in moved.stdout
+
+
+def test_faiss_and_torch_paths_give_the_same_neighbours():
+    rng = np.random.default_rng(9)
+    train, _ = clustered(rng, 500, 32, 5, rng.normal(size=(5, 32)))
+    train[100] = train[50]  # an exact tie
+    queries, _ = clustered(rng, 64, 32, 5, rng.normal(size=(5, 32)))
+    queries[0] = train[50]
+    a = neighbours(train, queries, [10, 20], backend="faiss")
+    b = neighbours(train, queries, [10, 20], backend="torch")
+    assert np.array_equal(a[1], b[1])
+    assert a[1][0, :2].tolist() == [50, 100]
+    assert np.allclose(a[0], b[0], atol=1e-6)

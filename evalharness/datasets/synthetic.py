@@ -1,4 +1,4 @@
-"""The procedural benchmark: real encoded videos whose appearance and motion classes are independent.
+"""The procedural benchmark: real encoded videos (MPEG-4 in MP4) whose appearance and motion classes are independent.
 
 An object (shape, colour, texture; shapes have equal area) slides horizontally across a textured background,
 wrapping around the frame a whole number of times (speed) in one direction, while
@@ -128,22 +128,35 @@ def render_clip(factors: dict[str, str], cfg: SynthConfig, rng: np.random.Genera
     return frames, masks
 
 
-def encode_video(path: Path, frames: np.ndarray, fps: int) -> None:
-    """H.264 MP4 whose bytes depend only on the frames and the library versions.
+def rgb_to_yuv420(frame: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range planar YUV 4:2:0 (the layout PyAV takes for yuv420p), computed in numpy."""
+    rgb = frame.astype(np.float64)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+    h, w = y.shape
+    sub = lambda c: c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+    planes = [np.rint(p).clip(0, 255).astype(np.uint8) for p in (y, sub(u), sub(v))]
+    return np.concatenate([planes[0], planes[1].reshape(h // 4, w), planes[2].reshape(h // 4, w)])
 
-    A single encoder thread is not enough (measured: some clips still differed
-    between runs when the encoder converted from RGB itself), so frames are
-    converted to yuv420p here first.
+
+def encode_video(path: Path, frames: np.ndarray, fps: int) -> None:
+    """MPEG-4 Part 2 in MP4, bytes depending only on the frames and the FFmpeg version.
+
+    FFmpeg's own mpeg4 encoder, one thread, colour conversion done here: libx264 gave
+    different bytes for the same frames from run to run when the machine was loaded
+    (measured with one thread, with and without swscale), mpeg4 did not.
     """
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("mpeg4", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
-        stream.options = {"crf": "16", "preset": "fast"}
+        stream.thread_type = "NONE"
+        stream.bit_rate = 2_000_000
         for frame in frames:
-            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
-            container.mux(stream.encode(yuv))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420(frame), format="yuv420p")))
         container.mux(stream.encode())
 
 

@@ -43,15 +43,16 @@ class ProbeInput:
         return [item.id for item in items], self.vectors()[rows], self.manifest.label_indices(items)
 
 
-def open_for_probe(path: str | Path, protocol: Protocol, data_root: str | Path, allow_mismatch: bool = False) -> ProbeInput:
-    """Open and validate a file, refusing one from another card or manifest, or lacking needed ids, unless allowed."""
-    file = EmbeddingFile(path)
-    manifest = resolve_manifest(protocol, data_root)
+def conformance_notes(file: EmbeddingFile, protocol: Protocol, manifest: Manifest | None,
+                      data_root: str | Path | None = None) -> list[str]:
+    """Why a file does not conform to a card (and, given one, to its manifest): one line each, empty if it does."""
     notes = []
     if file.header.extraction_hash != protocol.extraction_hash:
         notes.append(f"{file.path} was extracted under protocol {file.header.protocol} v{file.header.protocol_version} "
                      f"(extraction_hash {file.header.extraction_hash[:12]}) but card {protocol.name} v{protocol.version} "
                      f"has extraction_hash {protocol.extraction_hash[:12]}")
+    if manifest is None:
+        return notes
     if file.header.manifest_hash != manifest.hash:
         notes.append(f"{file.path} was extracted from a manifest with hash {file.header.manifest_hash[:12]} but "
                      f"{data_root} resolves to {manifest.hash[:12]} (different clips, labels or splits)")
@@ -59,6 +60,14 @@ def open_for_probe(path: str | Path, protocol: Protocol, data_root: str | Path, 
     missing = sorted(needed - set(file.ids))
     if missing:
         notes.append(f"{file.path} lacks {len(missing)} of the {len(needed)} clips the card needs, e.g. '{missing[0]}'")
+    return notes
+
+
+def open_for_probe(path: str | Path, protocol: Protocol, data_root: str | Path, allow_mismatch: bool = False) -> ProbeInput:
+    """Open and validate a file, refusing one from another card or manifest, or lacking needed ids, unless allowed."""
+    file = EmbeddingFile(path)
+    manifest = resolve_manifest(protocol, data_root)
+    notes = conformance_notes(file, protocol, manifest, data_root)
     if notes and not allow_mismatch:
         file.close()
         raise ProbeError(notes[0] + " (use --allow-mismatch to score anyway, marked non-conforming)")

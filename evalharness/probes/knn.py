@@ -63,17 +63,18 @@ def _torch_search(train: np.ndarray, device: str):
 
 
 def neighbours(train: np.ndarray, queries: np.ndarray, ks: list[int], device: str = "cpu",
-               chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, train indices) of the max(ks) nearest train vectors per query, ordered so that every
-    prefix of length k in ks is the exact top-k set under the tie-break rule.
+               chunk: int = 4096, backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, train indices) of the max(ks) nearest train vectors per query, in order of similarity
+    then train index, so that every prefix of length k in ks is the exact top-k set under the tie-break rule.
 
-    faiss on the CPU, torch matmul + topk on a GPU; neither orders tied neighbours by index,
-    so rows with a tie across a k boundary are recomputed exactly.
+    faiss on the CPU, torch matmul + topk on a GPU (`backend` overrides); neither orders tied
+    neighbours by index, so rows with a tie across a k boundary are recomputed exactly.
     """
     n_train = train.shape[0]
     kmax = min(max(ks), n_train)
     search_k = min(kmax + 1, n_train)
-    search = _faiss_search(train) if device == "cpu" else _torch_search(train, device)
+    backend = backend or ("faiss" if device == "cpu" else "torch")
+    search = _faiss_search(train) if backend == "faiss" else _torch_search(train, device)
     sims = np.empty((queries.shape[0], kmax), dtype=np.float32)
     ids = np.empty((queries.shape[0], kmax), dtype=np.int64)
     boundaries = [min(k, n_train) for k in ks if min(k, n_train) < n_train]
@@ -85,7 +86,10 @@ def neighbours(train: np.ndarray, queries: np.ndarray, ks: list[int], device: st
             tied |= d[:, b - 1] == d[:, b]
         if tied.any():
             d[tied, :kmax], i[tied, :kmax] = _exact_neighbours(train, q[tied], kmax)
-        sims[start:start + chunk], ids[start:start + chunk] = d[:, :kmax], i[:, :kmax]
+        d, i = d[:, :kmax], i[:, :kmax]
+        order = np.lexsort((i, -d), axis=1)  # within the set: similarity descending, then train index
+        sims[start:start + chunk] = np.take_along_axis(d, order, 1)
+        ids[start:start + chunk] = np.take_along_axis(i, order, 1)
     return sims, ids
 
 

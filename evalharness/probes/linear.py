@@ -2,7 +2,7 @@
 
 Features are standardised with the train mean and std. The objective is
 scikit-learn's: C * sum of cross-entropies + ||W||^2 / 2 (bias unpenalised),
-minimised by full-batch L-BFGS in torch, warm-started along the C path from
+minimised by full-batch L-BFGS in torch (float32), warm-started along the C path from
 strong to weak regularisation. C is chosen on a stratified validation split of
 train; the model is refit on all of train with that C and scored on test.
 """
@@ -29,7 +29,7 @@ class Config:
     seed: int = 0
     views: str = "mean"
     max_iter: int = 1000
-    tolerance: float = 1e-6
+    tolerance: float = 1e-4
 
     def validate(self) -> None:
         grid = self.c_grid
@@ -70,8 +70,10 @@ def standardise(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, c: float, init: torch.Tensor | None = None,
-                 max_iter: int = 1000, tolerance: float = 1e-6) -> torch.Tensor:
-    """Weights (D + 1, K), bias last, minimising mean CE + ||W||^2 / (2 C n): scikit-learn's objective over n."""
+                 max_iter: int = 1000, tolerance: float = 1e-4) -> torch.Tensor:
+    """Weights (D + 1, K), bias last, minimising mean CE + ||W||^2 / (2 C n): scikit-learn's objective over n.
+
+    Stops when the largest gradient entry is below `tolerance`, scikit-learn's lbfgs criterion (its tol)."""
     weights = (torch.zeros(x.shape[1] + 1, n_classes, dtype=x.dtype, device=x.device) if init is None
                else init.clone()).requires_grad_(True)
     penalty = 0.5 / (c * x.shape[0])
@@ -104,6 +106,51 @@ def _samples(data: ProbeInput, role: str, per_view: bool) -> tuple[list[str], np
     return ids, views.reshape(n * v, d), np.repeat(labels, v), v
 
 
+@dataclass
+class LinearFit:
+    """A chosen-C classifier: the train standardisation, the weights, and how C was chosen."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    weights: torch.Tensor
+    c: float
+    curve: list[dict]
+    fit_videos: int
+    val_videos: int
+
+    def probabilities(self, x: np.ndarray, views: int = 1) -> np.ndarray:
+        """Class probabilities per video, averaged over its `views` consecutive rows."""
+        xs = (torch.from_numpy(x).to(self.mean.device, torch.float32) - self.mean) / self.std
+        probs = _probabilities(xs, self.weights).cpu().numpy()
+        return probs.reshape(len(x) // views, views, -1).mean(1)
+
+
+def select_and_fit(train_x: np.ndarray, train_y: np.ndarray, n_classes: int, config: Config, device: str = "cpu",
+                   views: int = 1) -> LinearFit:
+    """Sweep C on a stratified validation split of train (by video: rows come in groups of `views`),
+    warm-starting along the grid, then refit on all of train at the best C (ties: the smaller C)."""
+    dev = torch.device(device)
+    xt = torch.from_numpy(train_x).to(dev, torch.float32)
+    yt = torch.from_numpy(train_y).to(dev)
+    mean, std = standardise(xt)
+    xt = (xt - mean) / std
+    video_y = train_y[::views]
+    fit_videos, val_videos = stratified_split(video_y, config.val_fraction, config.seed)
+    if len(val_videos) == 0:
+        raise ProbeError("no class has two train videos, so no validation split can be held out")
+    fit_idx, val_idx = (np.ravel(v[:, None] * views + np.arange(views)) for v in (fit_videos, val_videos))
+    curve, weights, path = [], None, []
+    for c in config.grid():
+        weights = fit_logistic(xt[fit_idx], yt[fit_idx], n_classes, float(c), weights, config.max_iter, config.tolerance)
+        path.append(weights)
+        probs = _probabilities(xt[val_idx], weights).cpu().numpy().reshape(len(val_videos), views, n_classes)
+        curve.append({"C": float(c), "val_top1": float((probs.mean(1).argmax(1) == video_y[val_videos]).mean())})
+    best = max(range(len(curve)), key=lambda i: (curve[i]["val_top1"], -i))
+    # the objective is convex, so starting the refit from the validation fit at that C changes only the run time
+    final = fit_logistic(xt, yt, n_classes, curve[best]["C"], path[best], config.max_iter, config.tolerance)
+    return LinearFit(mean, std, final, curve[best]["C"], curve, len(fit_videos), len(val_videos))
+
+
 def run(data: ProbeInput, config: Config, device: str = "cpu") -> dict:
     """Choose C on validation, refit on train, score test; returns metrics, the C curve and predictions."""
     per_view = config.views == "clips"
@@ -111,34 +158,16 @@ def run(data: ProbeInput, config: Config, device: str = "cpu") -> dict:
     test_ids, test_x, test_y_rows, test_views = _samples(data, "test", per_view)
     test_y = test_y_rows[::test_views]
     n_classes = len(data.manifest.classes)
-    dtype = torch.float64 if device == "cpu" else torch.float32
-    dev = torch.device(device)
-    xt = torch.from_numpy(train_x).to(dev, dtype)
-    yt = torch.from_numpy(train_y).to(dev)
-    mean, std = standardise(xt)
-    xt = (xt - mean) / std
-    # split by video, so the views of one video never sit on both sides
-    fit_videos, val_videos = stratified_split(train_y[::train_views], config.val_fraction, config.seed)
-    if len(val_videos) == 0:
-        raise ProbeError(f"{data.file.path}: no class has two train videos, so no validation split can be held out")
-    fit_idx, val_idx = (np.ravel(v[:, None] * train_views + np.arange(train_views)) for v in (fit_videos, val_videos))
-    curve, weights = [], None
-    for c in config.grid():
-        weights = fit_logistic(xt[fit_idx], yt[fit_idx], n_classes, float(c), weights, config.max_iter, config.tolerance)
-        probs = _probabilities(xt[val_idx], weights).cpu().numpy().reshape(len(val_videos), train_views, n_classes)
-        predicted = probs.mean(1).argmax(1)
-        curve.append({"C": float(c), "val_top1": float((predicted == train_y[::train_views][val_videos]).mean())})
-    best = max(range(len(curve)), key=lambda i: (curve[i]["val_top1"], -i))
-    chosen_c = curve[best]["C"]
-    final = fit_logistic(xt, yt, n_classes, chosen_c, None, config.max_iter, config.tolerance)
-    xs = (torch.from_numpy(test_x).to(dev, dtype) - mean) / std
-    probs = _probabilities(xs, final).cpu().numpy().reshape(len(test_y), test_views, n_classes).mean(1)
-    ranked = ranked_classes(probs, min(5, n_classes))
+    try:
+        fit = select_and_fit(train_x, train_y, n_classes, config, device, train_views)
+    except ProbeError as exc:
+        raise ProbeError(f"{data.file.path}: {exc}") from None
+    ranked = ranked_classes(fit.probabilities(test_x, test_views), min(5, n_classes))
     top1 = topk_correct(ranked, test_y, 1)
     metrics = {"top1": accuracy_metric(top1), "top5": accuracy_metric(topk_correct(ranked, test_y, 5)),
                "mean_class": accuracy_metric(top1, test_y, per_class=True)}
     return {"headline": "top1", "metrics": metrics,
-            "chosen": {"C": chosen_c, "val_videos": int(len(val_videos)), "fit_videos": int(len(fit_videos)), "curve": curve},
+            "chosen": {"C": fit.c, "val_videos": fit.val_videos, "fit_videos": fit.fit_videos, "curve": fit.curve},
             "predictions": {"ids": test_ids, "label": [data.manifest.classes[c] for c in test_y],
                             "predicted": [data.manifest.classes[c] for c in ranked[:, 0]],
                             "value": top1.astype(int).tolist()}}

@@ -1,0 +1,54 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from evalharness.errors import HarnessError
+from evalharness.metrics import mcnemar_exact, paired_difference
+from evalharness.probes import run_probe
+from evalharness.results import compare_records, write_record
+from helpers import build_file, clustered
+
+
+def test_mcnemar_and_paired_difference_by_hand():
+    a = np.array([1, 1, 1, 0, 1, 0])
+    b = np.array([0, 0, 1, 0, 1, 1])
+    test = mcnemar_exact(a, b)
+    assert (test["only_a"], test["only_b"]) == (2, 1)
+    assert test["p_value"] == pytest.approx(1.0)  # two-sided binomial: P(X <= 1 or X >= 2 | n=3) = 1
+    assert mcnemar_exact([1] * 6, [0] * 6)["p_value"] == pytest.approx(2 * 0.5 ** 6)
+    d = paired_difference(a, b)
+    assert d["value"] == pytest.approx(1 / 6) and d["ci_low"] <= d["value"] <= d["ci_high"]
+    same = paired_difference(a, a)
+    assert same == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 6}
+
+
+def test_compare_two_models_on_the_same_items(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16)) * 0.7
+    train, train_y = clustered(rng, 200, 16, 4, centres)
+    test, test_y = clustered(rng, 100, 16, 4, centres)
+    good, protocol, root = build_file(tmp_path / "good", train, train_y, test, test_y)
+    noisy = lambda x: (x + rng.normal(scale=1.5, size=x.shape)).astype(np.float32)
+    bad, _, _ = build_file(tmp_path / "bad", noisy(train), train_y, noisy(test), test_y)
+    a = run_probe("knn", good, protocol, root)
+    b = run_probe("knn", bad, protocol, root)
+    b["model"] = "worse"
+    out = compare_records(a, b)
+    va, vb = np.array(a["predictions"]["value"]), np.array(b["predictions"]["value"])
+    assert out["difference"]["value"] == pytest.approx(va.mean() - vb.mean())
+    assert out["mcnemar"]["only_a"] == int(((va == 1) & (vb == 0)).sum())
+    assert out["difference"]["ci_low"] > 0 and out["mcnemar"]["p_value"] < 0.01
+    paths = [write_record(r, tmp_path / "results") for r in (a, b)]
+    cli = subprocess.run([sys.executable, "-m", "evalharness", "compare", *map(str, paths)], capture_output=True, text=True)
+    assert cli.returncode == 0 and "| hand knn (n=100) |" in cli.stdout and "McNemar" in cli.stdout
+    other = json.loads(json.dumps(b))
+    other["probe_hash"] = "0" * 64
+    with pytest.raises(HarnessError, match="differ in probe_hash"):
+        compare_records(a, other)
+    other = json.loads(json.dumps(b))
+    other["predictions"]["ids"] = other["predictions"]["ids"][::-1]
+    with pytest.raises(HarnessError, match="same test items"):
+        compare_records(a, other)

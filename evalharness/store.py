@@ -451,10 +451,9 @@ def value_problems(f: h5py.File, chunk_rows: int = 4096) -> list[str]:
         problems.append(f"id '{overlap[0]}' is both embedded and listed as failed")
     if len(set(failed)) != len(failed):
         problems.append("/failures/ids has duplicates")
-    for name, ds in f["dense"].items():
-        if name not in ids:
-            problems.append(f"/dense/{name} is not an embedded id")
-            break
+    stray = sorted(set(f["dense"]) - set(ids))
+    if stray:
+        problems.append(f"/dense/{stray[0]} is not an embedded id")
     if "text" in f:
         emb = f["text/embeddings"]
         if not np.isfinite(emb[()]).all():

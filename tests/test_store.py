@@ -87,6 +87,8 @@ CRAFTED = {
     "other format": (lambda f, t: f.attrs.__setitem__("format", "something.else"), "not an evalharness embedding file"),
     "newer schema": (lambda f, t: f.attrs.__setitem__("schema_version", 99), "schema_version is 99"),
     "missing attribute": (lambda f, t: f.attrs.__delitem__("manifest_hash"), "missing root attribute 'manifest_hash'"),
+    "stray dense maps": (lambda f, t: f["dense"].create_dataset("zzz", data=np.zeros((2, 2, 2, 3), np.float16)),
+                         "/dense/zzz is not an embedded id"),
     "unexpected object": (lambda f, t: f.create_dataset("payload", data=np.zeros(3)), "unexpected object /payload"),
     "huge attribute": (lambda f, t: f.attrs.__setitem__("blob", np.zeros(4096)), "attribute 'blob'"),
     "virtual dataset": (lambda f, t: (f.__delitem__("clip"), f.create_virtual_dataset(

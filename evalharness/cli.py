@@ -175,16 +175,46 @@ def compare(result_a: Path, result_b: Path) -> None:
 
 @cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table here.")
-def leaderboard(results: tuple[Path, ...], out: Path | None) -> None:
-    """Print a markdown table of headline metrics from result records (files or folders)."""
-    from .report import markdown
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex", "json"]), default="markdown", show_default=True)
+@click.option("--metric", type=click.Choice(["headline", "all"]), default="headline", show_default=True,
+              help="One column per task (headline metric) or per metric.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the table here instead of printing it.")
+def leaderboard(results: tuple[Path, ...], fmt: str, metric: str, out: Path | None) -> None:
+    """Leaderboard of result records (files or folders): a row per model, a column per protocol x probe."""
+    from .report import board, render
     from .results import find_records
 
-    table = markdown(find_records(list(results)))
-    click.echo(table)
+    text = render(board(find_records(list(results)), metric), fmt)
     if out:
-        out.write_text(table + "\n", encoding="utf-8")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text)
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--baseline", "-b", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Committed table (leaderboard --format json or csv).")
+@click.option("--tolerance", default=0.001, show_default=True, help="Absolute change allowed before a score counts as moved.")
+@click.option("--strict", is_flag=True, help="Also fail on improvements (the baseline must be updated on purpose).")
+@click.option("--update", is_flag=True, help="Rewrite the baseline from the current results.")
+def check(results: tuple[Path, ...], baseline: Path, tolerance: float, strict: bool, update: bool) -> None:
+    """CI gate: compare headline scores with a baseline; exit 1 on a drop, a missing row or a changed protocol."""
+    from .regress import compare, markdown_report, read_baseline, write_baseline
+    from .report import board
+    from .results import find_records
+
+    current = board(find_records(list(results)))
+    if update:
+        write_baseline(baseline, current)
+        click.echo(f"baseline {baseline} updated ({len(current['rows'])} models, {len(current['columns'])} tasks)")
+        return
+    rows = compare(current, read_baseline(baseline), tolerance)
+    click.echo(markdown_report(rows, tolerance))
+    if any(r.failed for r in rows) or (strict and any(r.status in ("improved", "new") for r in rows)):
+        sys.exit(1)
 
 
 @cli.command()

@@ -65,14 +65,32 @@ def load_record(path: str | Path) -> dict:
     return check_record(record, str(path))
 
 
+def check_against_card(record: dict, where: str) -> None:
+    """A record naming a shipped card at that card's version must carry that card's hashes."""
+    from .protocol import load_protocol, shipped_cards
+
+    if record["protocol"] not in shipped_cards():
+        return
+    card = load_protocol(record["protocol"])
+    if card.version != record["protocol_version"]:
+        return
+    for key in ("extraction_hash", "probe_hash"):
+        if record[key] != getattr(card, key):
+            raise HarnessError(f"{where}: {key} {record[key][:12]} differs from card {card.name} v{card.version}'s "
+                               f"{getattr(card, key)[:12]}: the record was made with another card of that name and version")
+
+
 def find_records(paths: list[str | Path]) -> list[dict]:
-    """Every record in the given files and folders (folders searched recursively)."""
+    """Every record in the given files and folders (folders searched recursively), checked against shipped cards."""
     records = []
     for p in map(Path, paths):
         if not p.exists():
             raise HarnessError(f"{p}: no such file or folder")
         files = sorted(p.rglob("*.json")) if p.is_dir() else [p]
-        records += [load_record(f) for f in files]
+        for f in files:
+            record = load_record(f)
+            check_against_card(record, str(f))
+            records.append(record)
     if not records:
         raise HarnessError(f"no result records found in {', '.join(map(str, paths))}")
     return records

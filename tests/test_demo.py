@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +26,10 @@ def test_demo_shows_the_appearance_motion_contrast(tmp_path):
     assert score["builtin:stats", "synthetic-motion"] > 0.80
     assert score["builtin:stats", "synthetic-appearance"] > 0.60
     assert (tmp_path / "leaderboard.md").read_text().count("builtin:") == 2
+    # the regression gate: any change that moves a demo score fails here until the baseline is updated on purpose
+    # (evalharness check RESULTS --baseline tests/golden/demo_baseline.json --update)
+    baseline = Path(__file__).parent / "golden" / "demo_baseline.json"
+    gate = subprocess.run([sys.executable, "-m", "evalharness", "check", str(tmp_path / "results"), "--baseline", str(baseline)],
+                          capture_output=True, text=True)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert "12 compared, 0 failing" in gate.stdout

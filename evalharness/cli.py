@@ -173,14 +173,29 @@ def compare(result_a: Path, result_b: Path) -> None:
                f"{100 * d['value']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}] | {p} |")
 
 
-@cli.command()
+class _ShowByDefault(click.Group):
+    """`leaderboard RESULTS...` shows a table; `leaderboard init DIR ...` creates a leaderboard folder."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] in self.commands:
+            return super().resolve_command(ctx, args)
+        return "show", self.commands["show"], args
+
+
+@cli.group(cls=_ShowByDefault)
+def leaderboard() -> None:
+    """Leaderboard tables from result records, and leaderboard folders that accept submissions."""
+
+
+@leaderboard.command("show")
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex", "json"]), default="markdown", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex", "html", "json"]), default="markdown",
+              show_default=True, help="html is one self-contained page with a sortable table and plots.")
 @click.option("--metric", type=click.Choice(["headline", "all"]), default="headline", show_default=True,
               help="One column per task (headline metric) or per metric.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the table here instead of printing it.")
-def leaderboard(results: tuple[Path, ...], fmt: str, metric: str, out: Path | None) -> None:
-    """Leaderboard of result records (files or folders): a row per model, a column per protocol x probe."""
+def show(results: tuple[Path, ...], fmt: str, metric: str, out: Path | None) -> None:
+    """A row per model, a column per protocol x probe metric (value, 95% CI, rank), coverage and mean rank."""
     from .report import board, render
     from .results import find_records
 
@@ -191,6 +206,35 @@ def leaderboard(results: tuple[Path, ...], fmt: str, metric: str, out: Path | No
         click.echo(f"wrote {out}")
     else:
         click.echo(text)
+
+
+@leaderboard.command("init")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--protocol", "-p", "cards", multiple=True, required=True, help="Card name or path (repeat for several).")
+@click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="Dataset root the cards resolve under.")
+@click.option("--max-bytes", default=64 << 30, show_default=True, help="Largest submitted file accepted.")
+def init(folder: Path, cards: tuple[str, ...], data: Path, max_bytes: int) -> None:
+    """Create a leaderboard folder: the cards and their resolved manifests with the ground-truth labels."""
+    from .submit import init as create
+
+    create(folder, list(cards), data, max_bytes)
+    click.echo(f"leaderboard folder {folder}: {', '.join(cards)} (keep it private: it holds the labels)")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--leaderboard", "-l", "folder", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Validate and score, change nothing.")
+def submit(file: Path, folder: Path, dry_run: bool) -> None:
+    """Accept an embedding file from someone else: validate it in a sandbox, score it with our labels, publish."""
+    from .submit import submit as run
+
+    for record in run(file, folder, dry_run):
+        head = record["metrics"][record["headline"]]
+        click.echo(f"{'would score' if dry_run else 'scored'} {record['model']} {record['protocol']} {record['probe']} "
+                   f"{record['headline']}: {100 * head['value']:.2f} [{100 * head['ci_low']:.2f}, {100 * head['ci_high']:.2f}]")
+    if not dry_run:
+        click.echo(f"tables rebuilt in {folder}")
 
 
 @cli.command()

@@ -14,7 +14,7 @@ import json
 import pandas as pd
 from tabulate import tabulate
 
-FORMATS = ("markdown", "csv", "latex", "json")
+FORMATS = ("markdown", "csv", "latex", "html", "json")
 NOTE = "Values in percent with 95% bootstrap CI and rank (a range where CIs overlap); * = non-conforming run."
 
 
@@ -83,6 +83,10 @@ def long_rows(data: dict) -> list[dict]:
 
 
 def render(data: dict, fmt: str = "markdown") -> str:
+    if fmt == "html":
+        from .html import page
+
+        return page(data)
     if fmt == "json":
         return json.dumps(data, indent=1, sort_keys=True)
     if fmt == "csv":

@@ -7,6 +7,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from .. import __version__
+from ..datasets import Manifest
 from ..environment import environment, utc_now
 from ..errors import ProbeError
 from ..protocol import Protocol
@@ -40,15 +41,16 @@ def probe_config(name: str, resolved: dict):
     return PROBES[name].Config(**resolved)
 
 
-def run_probe(name: str, path: str | Path, protocol: Protocol, data_root: str | Path,
-              allow_mismatch: bool = False, device: str = "cpu", save_masks: str | Path | None = None) -> dict:
+def run_probe(name: str, path: str | Path, protocol: Protocol, data_root: str | Path | None = None,
+              allow_mismatch: bool = False, device: str = "cpu", save_masks: str | Path | None = None,
+              manifest: Manifest | None = None) -> dict:
     """Score an embedding file with one probe of the card and return its result record.
 
     `save_masks` (label propagation only) writes the predicted masks in the DAVIS results layout."""
     if name not in protocol.probes:
         raise ProbeError(f"protocol {protocol.name} does not define probe '{name}' (it has: {', '.join(protocol.probes) or 'none'})")
     started = time.perf_counter()
-    data = open_for_probe(path, protocol, data_root, allow_mismatch)
+    data = open_for_probe(path, protocol, data_root, allow_mismatch, manifest)
     try:
         loaded = time.perf_counter()
         config = probe_config(name, protocol.probes[name])

@@ -63,10 +63,12 @@ def conformance_notes(file: EmbeddingFile, protocol: Protocol, manifest: Manifes
     return notes
 
 
-def open_for_probe(path: str | Path, protocol: Protocol, data_root: str | Path, allow_mismatch: bool = False) -> ProbeInput:
-    """Open and validate a file, refusing one from another card or manifest, or lacking needed ids, unless allowed."""
+def open_for_probe(path: str | Path, protocol: Protocol, data_root: str | Path | None, allow_mismatch: bool = False,
+                   manifest: Manifest | None = None) -> ProbeInput:
+    """Open and validate a file, refusing one from another card or manifest, or lacking needed ids, unless allowed.
+    The labels come from `manifest` when given (a leaderboard's stored one), else from the card under `data_root`."""
     file = EmbeddingFile(path)
-    manifest = resolve_manifest(protocol, data_root)
+    manifest = manifest if manifest is not None else resolve_manifest(protocol, data_root)
     notes = conformance_notes(file, protocol, manifest, data_root)
     if notes and not allow_mismatch:
         file.close()

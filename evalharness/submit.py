@@ -1,0 +1,193 @@
+"""Leaderboard folders and hostile submissions.
+
+A leaderboard folder holds its protocol cards, the resolved manifests with the
+ground-truth labels, the canonical copies of accepted files, the result records and
+the rendered tables. A submitted embedding file is validated in a child process
+with memory and time limits, which also copies the accepted arrays into a canonical
+file of our own; only that copy is ever opened here. Scoring uses the folder's
+labels. Every write happens after acceptance, under a lock, so a rejection leaves
+the folder unchanged and two submissions cannot interleave.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+from .datasets import Item, Manifest, resolve_manifest
+from .errors import HarnessError
+from .probes import probes_for, run_probe
+from .protocol import Protocol, load_protocol
+from .report import board, render
+from .results import find_records, slug, write_record
+from .store import EmbeddingFile, Header, file_problems
+
+CONFIG = "leaderboard.json"
+DEFAULT_MAX_BYTES = 64 << 30
+CHILD_MEMORY = 8 << 30
+CHILD_SECONDS = 600
+
+
+def init(folder: str | Path, cards: list[str], data_root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
+    """Create a leaderboard folder: copies of the cards and their resolved manifests, labels included."""
+    folder = Path(folder)
+    if (folder / CONFIG).exists():
+        raise HarnessError(f"{folder}: already a leaderboard folder")
+    protocols = [load_protocol(card) for card in cards]
+    for protocol in protocols:
+        manifest = resolve_manifest(protocol, data_root)
+        target = folder / "protocols" / protocol.name
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "card.yaml").write_text(yaml.safe_dump(protocol.to_dict(), sort_keys=False), encoding="utf-8")
+        (target / "manifest.json").write_text(json.dumps({
+            "manifest_hash": manifest.hash, "classes": list(manifest.classes), "captions": manifest.captions,
+            "items": [[item.id, item.label, item.split, str(item.masks) if item.masks else None] for item in manifest.items],
+        }, indent=1), encoding="utf-8")
+    (folder / "results").mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG).write_text(json.dumps({"format": "evalharness.leaderboard-folder", "schema_version": 1,
+                                             "protocols": [p.name for p in protocols], "max_file_bytes": max_bytes},
+                                            indent=1) + "\n", encoding="utf-8")
+    return folder
+
+
+def _config(folder: Path) -> dict:
+    if not (folder / CONFIG).is_file():
+        raise HarnessError(f"{folder}: not a leaderboard folder (create one with `evalharness leaderboard init`)")
+    return json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+
+
+def stored_card(folder: Path, name: str) -> tuple[Protocol, Manifest]:
+    """A card of the folder with its stored manifest (the folder's labels, whatever any file says)."""
+    base = folder / "protocols" / name
+    protocol = load_protocol(base / "card.yaml")
+    data = json.loads((base / "manifest.json").read_text(encoding="utf-8"))
+    items = tuple(Item(vid, base / "videos" / vid, split, label, Path(masks) if masks else None)
+                  for vid, label, split, masks in data["items"])
+    manifest = Manifest(base, items, tuple(data["classes"]), data["captions"])
+    if manifest.hash != data["manifest_hash"]:
+        raise HarnessError(f"{base / 'manifest.json'}: manifest hash does not match its contents (edited by hand?)")
+    return protocol, manifest
+
+
+@contextmanager
+def _locked(folder: Path):
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _limits(memory: int, seconds: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return apply
+
+
+def check_in_child(path: Path, copy_to: Path, memory: int = CHILD_MEMORY, seconds: int = CHILD_SECONDS) -> dict:
+    """Validate a hostile file in a limited child process that also writes the canonical copy."""
+    try:
+        result = subprocess.run([sys.executable, "-m", "evalharness.submit", str(path), str(copy_to)],
+                                capture_output=True, text=True, timeout=seconds, preexec_fn=_limits(memory, seconds),
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired:
+        raise HarnessError(f"{path}: validation took longer than {seconds} s") from None
+    if result.returncode != 0 or not result.stdout.strip():
+        reason = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise HarnessError(f"{path}: validation failed in the sandbox ({reason[:200]})")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _child(path: Path, copy_to: Path) -> dict:
+    """In the child: every check of the reader, then copy the arrays we accept into a file of our own."""
+    problems = file_problems(path)
+    if problems:
+        return {"problems": problems}
+    with EmbeddingFile(path) as f, h5py.File(copy_to, "w") as out:
+        Header(**{k: str(v) if k != "protocol_version" else int(v) for k, v in vars(f.header).items()}).write(out.attrs)
+        out.attrs["complete"] = True
+        out.create_dataset("ids", data=np.array(f.ids, dtype=object), dtype=h5py.string_dtype())
+        out.create_dataset("clip", data=f.clip().astype(np.float32))
+        out.create_dataset("frame_indices", data=f.frame_indices())
+        out.create_group("dense")
+        failures = out.create_group("failures")
+        failures.create_dataset("ids", data=np.array([i for i, _ in f.failures], dtype=object), dtype=h5py.string_dtype())
+        failures.create_dataset("errors", data=np.array([e[:500] for _, e in f.failures], dtype=object), dtype=h5py.string_dtype())
+        if f.has_text:
+            ids, videos, embeddings = f.text()
+            group = out.create_group("text")
+            group.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
+            group.create_dataset("video_ids", data=np.array(videos, dtype=object), dtype=h5py.string_dtype())
+            group.create_dataset("embeddings", data=embeddings)
+        return {"problems": [], "protocol": f.header.protocol, "model": f.header.model, "items": len(f.ids)}
+
+
+def submit(path: str | Path, folder: str | Path, dry_run: bool = False) -> list[dict]:
+    """Validate, copy, score with the folder's labels, append the results and rebuild the tables."""
+    path, folder = Path(path), Path(folder)
+    config = _config(folder)
+    if not path.is_file():
+        raise HarnessError(f"{path}: file not found")
+    if path.stat().st_size > config["max_file_bytes"]:
+        raise HarnessError(f"{path}: {path.stat().st_size} bytes, more than this leaderboard accepts ({config['max_file_bytes']})")
+    with tempfile.TemporaryDirectory(prefix="evalharness-submit-") as tmp:
+        canonical = Path(tmp) / "canonical.h5"
+        verdict = check_in_child(path, canonical)
+        if verdict["problems"]:
+            raise HarnessError(verdict["problems"][0])
+        if verdict["protocol"] not in config["protocols"]:
+            raise HarnessError(f"{path}: protocol '{verdict['protocol']}' is not on this leaderboard "
+                               f"(it has: {', '.join(config['protocols'])})")
+        protocol, manifest = stored_card(folder, verdict["protocol"])
+        with EmbeddingFile(canonical) as f:
+            if f.header.extraction_hash != protocol.extraction_hash:
+                raise HarnessError(f"{path}: extraction_hash {f.header.extraction_hash[:12]} is not card "
+                                   f"{protocol.name}'s {protocol.extraction_hash[:12]}")
+            if f.header.manifest_hash != manifest.hash:
+                raise HarnessError(f"{path}: manifest_hash {f.header.manifest_hash[:12]} is not this leaderboard's "
+                                   f"{manifest.hash[:12]} (other clips, labels or splits)")
+            missing = sorted(set(manifest.ids) - set(f.ids))
+            if missing:
+                raise HarnessError(f"{path}: lacks {len(missing)} of the {len(manifest.ids)} clips, e.g. '{missing[0]}'")
+        records = [run_probe(name, canonical, protocol, manifest=manifest) for name in probes_for(protocol, "all")]
+        if dry_run:
+            return records
+        with _locked(folder):
+            stored = folder / "submissions" / f"{slug(verdict['model'])}--{protocol.name}.h5"
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(canonical, stored.with_name(stored.name + ".tmp"))
+            os.replace(stored.with_name(stored.name + ".tmp"), stored)
+            for record in records:
+                record["embedding_file"]["path"] = str(stored)
+                write_record(record, folder / "results")
+            rebuild(folder)
+    return records
+
+
+def rebuild(folder: Path) -> None:
+    """Render the folder's tables (markdown, html, json, csv) from all its results, each written atomically."""
+    data = board(find_records([folder / "results"]))
+    for fmt, name in (("markdown", "leaderboard.md"), ("html", "leaderboard.html"), ("json", "table.json"),
+                      ("csv", "table.csv")):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(render(data, fmt) + "\n", encoding="utf-8")
+        os.replace(tmp, folder / name)
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(Path(sys.argv[1]), Path(sys.argv[2]))))

@@ -1,0 +1,110 @@
+import hashlib
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from evalharness.extract import ExtractConfig, extract
+from evalharness.probes import run_probe
+from evalharness.protocol import load_protocol
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "evalharness", *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, synth30, card30):
+    tmp = tmp_path_factory.mktemp("submit")
+    out = {}
+    for model in ("builtin:pixels", "builtin:stats"):
+        out[model] = tmp / f"{model.split(':')[1]}.h5"
+        extract(model, load_protocol(card30), synth30, out[model], ExtractConfig(batch_size=8, workers=0, quiet=True))
+    return out
+
+
+@pytest.fixture()
+def board_dir(tmp_path, synth30, card30):
+    folder = tmp_path / "lb"
+    assert cli("leaderboard", "init", folder, "-p", card30, "-d", synth30).returncode == 0
+    return folder
+
+
+def test_honest_submission_scores_as_the_probe_does(board_dir, files, synth30, card30):
+    result = cli("submit", files["builtin:stats"], "-l", board_dir)
+    assert result.returncode == 0, result.stderr
+    direct = run_probe("knn", files["builtin:stats"], load_protocol(card30), synth30)
+    value = direct["metrics"]["top1@k10"]["value"]
+    assert f"top1@k10: {100 * value:.2f}" in result.stdout
+    table = (board_dir / "leaderboard.md").read_text()
+    assert "builtin:stats" in table and f"{100 * value:.1f}" in table
+    assert (board_dir / "submissions").is_dir() and (board_dir / "table.json").is_file()
+
+
+def craft(src, dst, mutate):
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        mutate(f)
+    return dst
+
+
+def _external(f, secret):
+    shape, dtype = f["clip"].shape, f["clip"].dtype
+    del f["clip"]
+    f.create_dataset("clip", shape=shape, dtype=dtype, external=[(str(secret), 0, int(np.prod(shape)) * dtype.itemsize)])
+
+
+def test_hostile_files_are_rejected_and_change_nothing(board_dir, files, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"SECRETSECRET" * 100_000)
+    src = files["builtin:pixels"]
+    cases = {
+        "external storage": craft(src, tmp_path / "ext.h5", lambda f: _external(f, secret)),
+        "nan": craft(src, tmp_path / "nan.h5", lambda f: f["clip"].__setitem__((0, 0, 0), np.nan)),
+        "duplicate ids": craft(src, tmp_path / "dup.h5", lambda f: (f.__delitem__("ids"), f.create_dataset(
+            "ids", data=np.array(["synth00000"] * 30, dtype=object), dtype=h5py.string_dtype()))),
+        "wrong extraction hash": craft(src, tmp_path / "hash.h5", lambda f: f.attrs.__setitem__("extraction_hash", "0" * 64)),
+        "wrong manifest hash": craft(src, tmp_path / "mhash.h5", lambda f: f.attrs.__setitem__("manifest_hash", "0" * 64)),
+        "lying shape": craft(src, tmp_path / "shape.h5", lambda f: (f.__delitem__("frame_indices"), f.create_dataset(
+            "frame_indices", shape=(10**7, 1, 16), dtype="i4", chunks=(1024, 1, 16)))),
+    }
+    truncated = tmp_path / "trunc.h5"
+    truncated.write_bytes(src.read_bytes()[:5000])
+    cases["truncated"] = truncated
+    text = tmp_path / "text.h5"
+    text.write_text("not hdf5\n")
+    cases["not hdf5"] = text
+    before = snapshot(board_dir)
+    for name, path in cases.items():
+        result = cli("submit", path, "-l", board_dir)
+        assert result.returncode == 1, (name, result.stdout, result.stderr)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, (name, result.stderr)
+        assert b"SECRET" not in (result.stdout + result.stderr).encode()
+        assert snapshot(board_dir) == before, name
+
+
+def test_missing_clips_and_size_limit(board_dir, files, tmp_path, synth30, card30):
+    small = tmp_path / "small"
+    assert cli("leaderboard", "init", small, "-p", card30, "-d", synth30, "--max-bytes", 1000).returncode == 0
+    too_big = cli("submit", files["builtin:stats"], "-l", small)
+    assert too_big.returncode == 1 and "more than this leaderboard accepts" in too_big.stderr
+    dry = cli("submit", files["builtin:stats"], "-l", board_dir, "--dry-run")
+    assert dry.returncode == 0 and "would score" in dry.stdout and not (board_dir / "leaderboard.md").exists()
+
+
+def test_two_submissions_at_once_both_land(board_dir, files):
+    procs = [subprocess.Popen([sys.executable, "-m", "evalharness", "submit", str(files[m]), "-l", str(board_dir)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for m in files]
+    assert all(p.wait(timeout=600) == 0 for p in procs)
+    table = (board_dir / "leaderboard.md").read_text()
+    assert "builtin:pixels" in table and "builtin:stats" in table
+    assert len(list((board_dir / "results").rglob("knn.json"))) == 2

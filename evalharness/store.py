@@ -560,6 +560,10 @@ class EmbeddingFile:
         group = self._f["text"]
         return _strings(group["ids"]), _strings(group["video_ids"]), np.asarray(group["embeddings"][()], dtype=np.float32)
 
+    def dense_ids(self) -> list[str]:
+        """Videos with dense feature maps (label-propagation files)."""
+        return sorted(self._f["dense"])
+
     def dense(self, vid: str) -> np.ndarray:
         """Per-frame feature maps (T, h, w, D) of one video, read on demand."""
         if vid not in self._f["dense"]:

@@ -124,7 +124,12 @@ def _child(path: Path, copy_to: Path) -> dict:
         out.create_dataset("ids", data=np.array(f.ids, dtype=object), dtype=h5py.string_dtype())
         out.create_dataset("clip", data=f.clip().astype(np.float32))
         out.create_dataset("frame_indices", data=f.frame_indices())
-        out.create_group("dense")
+        dense = out.create_group("dense")
+        for vid in f.dense_ids():
+            stride, frame_size = f.dense_geometry(vid)
+            maps = dense.create_dataset(vid, data=f.dense(vid).astype(np.float16))
+            maps.attrs["stride"] = stride
+            maps.attrs["frame_size"] = np.array(frame_size, dtype=np.int64)
         failures = out.create_group("failures")
         failures.create_dataset("ids", data=np.array([i for i, _ in f.failures], dtype=object), dtype=h5py.string_dtype())
         failures.create_dataset("errors", data=np.array([e[:500] for _, e in f.failures], dtype=object), dtype=h5py.string_dtype())

@@ -108,3 +108,22 @@ def test_two_submissions_at_once_both_land(board_dir, files):
     table = (board_dir / "leaderboard.md").read_text()
     assert "builtin:pixels" in table and "builtin:stats" in table
     assert len(list((board_dir / "results").rglob("knn.json"))) == 2
+
+
+@pytest.mark.slow
+def test_label_propagation_submission_keeps_its_dense_maps(tmp_path, synth30):
+    import yaml
+
+    card = tmp_path / "lp.yaml"
+    card.write_text(yaml.safe_dump({
+        "name": "small-lp", "version": 1, "task": "label-propagation",
+        "dataset": {"adapter": "synthetic", "clips": 30, "test": "test"}, "frames": {"sampling": "all"},
+        "transform": {"resize_short": 64, "crop": None}, "probes": {"labelprop": {"context": 5}}}))
+    out = tmp_path / "lp.h5"
+    extract("builtin:stats", load_protocol(card), synth30, out, ExtractConfig(batch_size=3, workers=0, quiet=True))
+    folder = tmp_path / "lb"
+    assert cli("leaderboard", "init", folder, "-p", card, "-d", synth30).returncode == 0
+    result = cli("submit", out, "-l", folder)
+    assert result.returncode == 0, result.stderr
+    direct = run_probe("labelprop", out, load_protocol(card), synth30)["metrics"]["J&F"]["value"]
+    assert f"J&F: {100 * direct:.2f}" in result.stdout

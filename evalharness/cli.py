@@ -63,6 +63,35 @@ def synth(out_dir: Path, seed: int, clips: int, quiet: bool) -> None:
 
 
 @cli.command()
+@click.option("--protocol", "-p", "card", required=True, help="Protocol card name or YAML path.")
+@click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="Dataset root.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the csv here instead of printing it.")
+def manifest(card: str, data: Path, out: Path | None) -> None:
+    """What a card resolves to under a data root (id, path, label, split, present), without decoding anything."""
+    import csv
+    import io
+
+    from .datasets import resolve_manifest
+    from .protocol import load_protocol
+
+    resolved = resolve_manifest(load_protocol(card), data)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "path", "label", "split", "present"])
+    present = 0
+    for item in resolved.items:
+        exists = item.path.exists()
+        present += exists
+        writer.writerow([item.id, item.path, item.label or "", item.split, int(exists)])
+    if out:
+        out.write_text(buffer.getvalue(), encoding="utf-8")
+    else:
+        click.echo(buffer.getvalue().rstrip("\n"))
+    click.echo(f"{len(resolved.items)} clips in {len(resolved.classes)} classes, {present} present, "
+               f"{len(resolved.items) - present} missing", err=True)
+
+
+@cli.command()
 @click.option("--model", "-m", required=True, help="Backbone, e.g. builtin:pixels, builtin:stats.")
 @click.option("--protocol", "-p", "card", required=True, help="Protocol card name or YAML path.")
 @click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="Dataset root.")

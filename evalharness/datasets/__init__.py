@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ManifestError
-from . import csv_manifest, davis, synthetic
+from . import csv_manifest, davis, lists, synthetic
 from .base import Item, Manifest
 
 if TYPE_CHECKING:
@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 ADAPTERS: dict[str, tuple[set[str], Callable[..., Manifest]]] = {
     "manifest": (csv_manifest.KEYS, csv_manifest.resolve),
     "davis": (davis.KEYS, davis.resolve),
+    "ucf101": (lists.UCF101_KEYS, lists.ucf101),
+    "hmdb51": (lists.HMDB51_KEYS, lists.hmdb51),
+    "kinetics": (lists.KINETICS_KEYS, lists.kinetics),
+    "msrvtt": (lists.MSRVTT_KEYS, lists.msrvtt),
     "synthetic": (synthetic.KEYS, synthetic.resolve),
 }
 

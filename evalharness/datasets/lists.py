@@ -1,0 +1,114 @@
+"""Adapters for the official split files of UCF101, HMDB51, Kinetics and MSR-VTT.
+
+Each reads the dataset's own lists (never a directory listing), so a card resolves to
+the same clips on every machine; a listed video missing on disk stays in the manifest
+(extraction records it as a failure) unless the card sets `require_files: true`.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ..errors import ManifestError, ProtocolError
+from .base import Manifest, build_manifest
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    if not path.is_file():
+        raise ManifestError(f"{path}: split list not found")
+    return [(n, line.strip()) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+
+
+def _split_set(dataset: dict, sets: range) -> int:
+    value = dataset.get("split_set", 1)
+    if value not in sets:
+        raise ProtocolError(f"dataset.split_set must be one of {list(sets)}, got {value!r}")
+    return value
+
+
+UCF101_KEYS = {"split_set", "lists", "videos", "require_files"}
+
+
+def ucf101(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
+    """`ucfTrainTestlist/classInd.txt`, `trainlist0N.txt`, `testlist0N.txt`; videos `UCF-101/<Class>/<name>.avi`."""
+    n = _split_set(dataset, range(1, 4))
+    lists, videos = root / dataset.get("lists", "ucfTrainTestlist"), dataset.get("videos", "UCF-101")
+    classes = [line.split()[1] for _, line in _lines(lists / "classInd.txt")]
+    rows = []
+    for split, name in (("train", f"trainlist{n:02d}.txt"), ("test", f"testlist{n:02d}.txt")):
+        for line_no, line in _lines(lists / name):
+            rel = line.split()[0]
+            rows.append({"line": line_no, "id": Path(rel).stem, "path": f"{videos}/{rel}", "split": split,
+                         "label": rel.split("/")[0]})
+    return build_manifest(root, rows, str(lists), splits, classes, None, require_labels,
+                          require_files or bool(dataset.get("require_files")))
+
+
+HMDB51_KEYS = {"split_set", "lists", "videos", "require_files"}
+
+
+def hmdb51(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
+    """`<lists>/hmdb51_split{N}_{train,test}.txt` with lines `class/video.avi class index`; videos `<videos>/class/video.avi`."""
+    n = _split_set(dataset, range(1, 4))
+    lists, videos = root / dataset.get("lists", "splits"), dataset.get("videos", "videos")
+    rows = []
+    for split in ("train", "test"):
+        path = lists / f"hmdb51_split{n}_{split}.txt"
+        for line_no, line in _lines(path):
+            parts = line.split()
+            if len(parts) < 2:
+                raise ManifestError(f"{path} line {line_no}: expected 'class/video.avi class index'")
+            rows.append({"line": line_no, "id": Path(parts[0]).stem, "path": f"{videos}/{parts[0]}", "split": split,
+                         "label": parts[1]})
+    return build_manifest(root, rows, str(lists), splits, None, None, require_labels,
+                          require_files or bool(dataset.get("require_files")))
+
+
+KINETICS_KEYS = {"classes", "annotations", "videos", "naming", "require_files"}
+
+
+def kinetics(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
+    """`<annotations>/kinetics-<classes>_<split>.csv` (label, youtube_id, time_start, time_end, split);
+    clips `<videos>/<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4` (the common downloaders'
+    naming; `naming: youtube_id` for `<youtube_id>.mp4` in one folder)."""
+    classes = str(dataset.get("classes", 400))
+    folder = root / dataset.get("annotations", "annotations")
+    naming = dataset.get("naming", "id_start_end")
+    if naming not in ("id_start_end", "youtube_id"):
+        raise ProtocolError(f"dataset.naming must be id_start_end or youtube_id, got {naming!r}")
+    rows = []
+    for split in splits:
+        path = folder / f"kinetics-{classes}_{split}.csv"
+        if not path.is_file():
+            raise ManifestError(f"{path}: annotation csv not found")
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+                vid = f"{row['youtube_id']}_{start:06d}_{end:06d}"
+                rel = (f"{split}/{row['label']}/{vid}.mp4" if naming == "id_start_end" else f"{row['youtube_id']}.mp4")
+                rows.append({"line": reader.line_num, "id": vid, "path": f"{dataset.get('videos', 'videos')}/{rel}",
+                             "split": split, "label": row["label"]})
+    return build_manifest(root, rows, str(folder), splits, None, None, require_labels,
+                          require_files or bool(dataset.get("require_files")))
+
+
+MSRVTT_KEYS = {"annotations", "videos", "require_files"}
+
+
+def msrvtt(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
+    """The 1k-A test set: `<annotations>/MSRVTT_JSFUSION_test.csv` (key, vid_key, video_id, sentence),
+    one caption per video; videos `<videos>/<video_id>.mp4`."""
+    path = root / dataset.get("annotations", "annotations") / "MSRVTT_JSFUSION_test.csv"
+    if not path.is_file():
+        raise ManifestError(f"{path}: 1k-A test csv not found")
+    rows, captions = [], {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            rows.append({"line": reader.line_num, "id": row["video_id"], "path": f"{dataset.get('videos', 'videos')}/{row['video_id']}.mp4",
+                         "split": "test"})
+            captions.setdefault(row["video_id"], []).append(row["sentence"])
+    return build_manifest(root, rows, str(path), splits, None, captions, False,
+                          require_files or bool(dataset.get("require_files")))

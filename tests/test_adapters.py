@@ -1,0 +1,65 @@
+"""Dataset adapters against the official split files in ../shared/realdata/splits."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from evalharness.datasets import resolve_manifest
+from evalharness.protocol import load_protocol
+
+
+def splits(realdata):
+    return realdata / "splits"
+
+
+def test_ucf101_split1_counts(tmp_path, realdata):
+    os.symlink(splits(realdata) / "ucf101", tmp_path / "ucfTrainTestlist")
+    manifest = resolve_manifest(load_protocol("ucf101-s1-16x4"), tmp_path)
+    assert len(manifest.split("train")) == 9537 and len(manifest.split("test")) == 3783
+    assert len(manifest.classes) == 101 and manifest.classes[0] == "ApplyEyeMakeup"
+    item = next(i for i in manifest.items if i.id == "v_SoccerJuggling_g23_c01")
+    assert item.split == "train" and item.label == "SoccerJuggling"
+    assert item.path == tmp_path / "UCF-101" / "SoccerJuggling" / "v_SoccerJuggling_g23_c01.avi"
+
+
+def test_hmdb51_split1_counts(tmp_path, realdata):
+    os.symlink(splits(realdata) / "hmdb51", tmp_path / "splits")
+    manifest = resolve_manifest(load_protocol("hmdb51-s1-16x4"), tmp_path)
+    assert len(manifest.split("train")) == 3570 and len(manifest.split("test")) == 1530 and len(manifest.classes) == 51
+
+
+def test_kinetics400_val_counts_and_the_manifest_command(tmp_path, realdata):
+    (tmp_path / "annotations").mkdir()
+    shutil.copy(splits(realdata) / "kinetics" / "kinetics-400_val.csv", tmp_path / "annotations")
+    header = "label,youtube_id,time_start,time_end,split,is_cc\n"
+    (tmp_path / "annotations" / "kinetics-400_train.csv").write_text(header + "abseiling,aaaaaaaaaaa,0,10,train,0\n")
+    video = tmp_path / "videos" / "val" / "using segway" / "R6llTwEh07w_000000_000010.mp4"
+    video.parent.mkdir(parents=True)
+    shutil.copy(realdata / "videos" / "R6llTwEh07w.mp4", video)
+    manifest = resolve_manifest(load_protocol("k400-val-16x4"), tmp_path)
+    assert len(manifest.split("val")) == 19906 and len({i.label for i in manifest.split("val")}) == 400
+    result = subprocess.run([sys.executable, "-m", "evalharness", "manifest", "-p", "k400-val-16x4", "-d", str(tmp_path),
+                             "-o", str(tmp_path / "m.csv")], capture_output=True, text=True)
+    assert result.returncode == 0 and "19907 clips in 400 classes, 1 present, 19906 missing" in result.stderr
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    assert lines[0] == "id,path,label,split,present" and len(lines) == 19908
+    assert any(line.startswith("R6llTwEh07w_000000_000010,") and line.endswith(",1") for line in lines)
+
+
+def test_msrvtt_1ka_pairs(tmp_path, realdata):
+    (tmp_path / "annotations").mkdir()
+    shutil.copy(splits(realdata) / "msrvtt" / "MSRVTT_JSFUSION_test.csv", tmp_path / "annotations")
+    manifest = resolve_manifest(load_protocol("msrvtt-1ka-u12"), tmp_path)
+    assert len(manifest.items) == 1000 and sum(len(c) for c in manifest.captions.values()) == 1000
+    assert manifest.captions["video9770"] == ["a person is connecting something to system"]
+
+
+@pytest.mark.parametrize("card", ["ucf101-s1-16x4", "hmdb51-s1-16x4", "k400-val-16x4", "msrvtt-1ka-u12"])
+def test_missing_lists_are_a_clear_error(tmp_path, card):
+    from evalharness.errors import ManifestError
+
+    with pytest.raises(ManifestError, match="not found"):
+        resolve_manifest(load_protocol(card), tmp_path)

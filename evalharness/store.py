@@ -294,6 +294,37 @@ def _strings(ds: h5py.Dataset) -> list[str]:
     return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]]
 
 
+def write_canonical(source: EmbeddingFile, out: Path, chunk_rows: int = 4096) -> Path:
+    """Copy a validated file's arrays into a fresh file of our own layout, in chunks (submissions:
+    nothing of the original's structure, filters or attributes survives)."""
+    def fill(f: h5py.File) -> None:
+        Header(**{k: (int(v) if k == "protocol_version" else str(v)) for k, v in vars(source.header).items()}).write(f.attrs)
+        f.attrs["complete"] = False
+        _write_strings(f, "ids", source.ids)
+        n, views, dim = source.shape
+        clip = f.create_dataset("clip", shape=(n, views, dim), dtype=np.float32)
+        for start in range(0, n, chunk_rows):
+            clip[start:start + chunk_rows] = source.clip(slice(start, start + chunk_rows))
+        f.create_dataset("frame_indices", data=source.frame_indices())
+        dense = f.create_group("dense")
+        for vid in source.dense_ids():
+            stride, frame_size = source.dense_geometry(vid)
+            maps = dense.create_dataset(vid, data=source.dense(vid).astype(np.float16))
+            maps.attrs["stride"] = stride
+            maps.attrs["frame_size"] = np.array(frame_size, dtype=np.int64)
+        _write_failures(f, [(vid, reason[:500]) for vid, reason in source.failures])
+        if source.has_text:
+            ids, videos, embeddings = source.text()
+            group = f.create_group("text")
+            _write_strings(group, "ids", ids)
+            _write_strings(group, "video_ids", videos)
+            group.create_dataset("embeddings", data=embeddings)
+        f.attrs["complete"] = True
+
+    _atomic_h5(out, fill)
+    return out
+
+
 # ---------------------------------------------------------------- validated reading
 
 

@@ -22,8 +22,6 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-import h5py
-import numpy as np
 import yaml
 
 from .datasets import Item, Manifest, resolve_manifest
@@ -32,7 +30,7 @@ from .probes import probes_for, run_probe
 from .protocol import Protocol, load_protocol
 from .report import board, render
 from .results import find_records, slug, write_record
-from .store import EmbeddingFile, Header, file_problems
+from .store import EmbeddingFile, file_problems, write_canonical
 
 CONFIG = "leaderboard.json"
 DEFAULT_MAX_BYTES = 64 << 30
@@ -118,27 +116,8 @@ def _child(path: Path, copy_to: Path) -> dict:
     problems = file_problems(path)
     if problems:
         return {"problems": problems}
-    with EmbeddingFile(path) as f, h5py.File(copy_to, "w") as out:
-        Header(**{k: str(v) if k != "protocol_version" else int(v) for k, v in vars(f.header).items()}).write(out.attrs)
-        out.attrs["complete"] = True
-        out.create_dataset("ids", data=np.array(f.ids, dtype=object), dtype=h5py.string_dtype())
-        out.create_dataset("clip", data=f.clip().astype(np.float32))
-        out.create_dataset("frame_indices", data=f.frame_indices())
-        dense = out.create_group("dense")
-        for vid in f.dense_ids():
-            stride, frame_size = f.dense_geometry(vid)
-            maps = dense.create_dataset(vid, data=f.dense(vid).astype(np.float16))
-            maps.attrs["stride"] = stride
-            maps.attrs["frame_size"] = np.array(frame_size, dtype=np.int64)
-        failures = out.create_group("failures")
-        failures.create_dataset("ids", data=np.array([i for i, _ in f.failures], dtype=object), dtype=h5py.string_dtype())
-        failures.create_dataset("errors", data=np.array([e[:500] for _, e in f.failures], dtype=object), dtype=h5py.string_dtype())
-        if f.has_text:
-            ids, videos, embeddings = f.text()
-            group = out.create_group("text")
-            group.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
-            group.create_dataset("video_ids", data=np.array(videos, dtype=object), dtype=h5py.string_dtype())
-            group.create_dataset("embeddings", data=embeddings)
+    with EmbeddingFile(path) as f:
+        write_canonical(f, copy_to)
         return {"problems": [], "protocol": f.header.protocol, "model": f.header.model, "items": len(f.ids)}
 
 

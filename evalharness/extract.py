@@ -197,7 +197,7 @@ def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, ou
     chunks = [items[i:i + cfg.batch_size] for i in range(0, len(items), cfg.batch_size)]
     parts_dir = parts_dir_for(out)
     parts_dir.mkdir(parents=True, exist_ok=True)
-    done = finished_chunks(parts_dir, header)
+    done = finished_chunks(parts_dir, header, len(chunks))
     if cfg.retry_failures:
         for chunk_index, path in list(done.items()):
             if part_failures(path):

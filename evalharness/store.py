@@ -189,8 +189,9 @@ def write_text_part(parts_dir: Path, header: Header, ids: list[str], video_ids: 
     return path
 
 
-def finished_chunks(parts_dir: Path, header: Header) -> dict[int, Path]:
-    """Chunks whose part file exists and belongs to this run; a part from another model or card is an error."""
+def finished_chunks(parts_dir: Path, header: Header, chunks_total: int) -> dict[int, Path]:
+    """Chunks whose part file exists and belongs to this run; a part from another model, card or
+    chunking (--batch-size) is an error."""
     done = {}
     if not parts_dir.is_dir():
         return done
@@ -201,11 +202,15 @@ def finished_chunks(parts_dir: Path, header: Header) -> dict[int, Path]:
         try:
             with h5py.File(path, "r") as f:
                 other = Header.read(f.attrs, str(path))
+                their_total = int(f.attrs.get("chunks_total", -1))
         except (OSError, StoreError) as exc:
             raise StoreError(f"{path}: unreadable part file ({exc}); delete it to recompute that chunk") from None
         if other.identity() != header.identity():
             diff = sorted(k for k, v in other.identity().items() if header.identity()[k] != v)
             raise StoreError(f"{path}: part of another run (differs in {', '.join(diff)}); use another --out or delete {parts_dir}")
+        if their_total != chunks_total:
+            raise StoreError(f"{path}: written with another --batch-size ({their_total} chunks, this run has "
+                             f"{chunks_total}); resume with the same --batch-size or delete {parts_dir}")
         done[int(match.group(1))] = path
     return done
 

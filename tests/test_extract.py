@@ -62,6 +62,14 @@ def test_rerun_is_a_no_op_and_another_model_is_refused(tmp_path, synth30, card30
         extract("builtin:stats", protocol, synth30, out, ExtractConfig(batch_size=8, workers=0, quiet=True))
 
 
+def test_resume_with_another_batch_size_is_refused(tmp_path, synth30, card30):
+    protocol = load_protocol(card30)
+    out = tmp_path / "e.h5"
+    extract("builtin:pixels", protocol, synth30, out, ExtractConfig(batch_size=4, workers=0, quiet=True, shard=(0, 2)))
+    with pytest.raises(HarnessError, match="written with another --batch-size"):
+        extract("builtin:pixels", protocol, synth30, out, ExtractConfig(batch_size=8, workers=0, quiet=True, shard=(1, 2)))
+
+
 def test_two_shards_merged_equal_one_run(tmp_path, synth30, card30):
     single = tmp_path / "single.h5"
     assert cli("extract", "-m", "builtin:stats", "-p", card30, "-d", synth30, "-o", single, "--batch-size", 3,

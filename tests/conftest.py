@@ -44,6 +44,13 @@ def write_card(folder: Path, name: str, **overrides) -> Path:
     return path
 
 
+def small_labelprop_card(folder: Path) -> Path:
+    """A label-propagation card over every frame of the 30-clip benchmark's test clips."""
+    return write_card(folder, "small-lp", task="label-propagation",
+                      dataset={"adapter": "synthetic", "clips": 30, "test": "test"}, frames={"sampling": "all"},
+                      transform={"resize_short": 64, "crop": None}, probes={"labelprop": {"context": 5}})
+
+
 @pytest.fixture(scope="session")
 def synth30(tmp_path_factory) -> Path:
     """A 30-clip synthetic benchmark (seed 0), generated once per test session."""

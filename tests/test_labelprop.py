@@ -6,6 +6,7 @@ import torch
 import yaml
 from PIL import Image
 
+from conftest import small_labelprop_card
 from evalharness.datasets import resolve_manifest
 from evalharness.errors import ManifestError
 from evalharness.extract import ExtractConfig, extract
@@ -135,11 +136,7 @@ def test_label_propagation_on_real_davis_sequences(tmp_path, davis_root):
 
 @pytest.mark.slow
 def test_label_propagation_on_the_synthetic_masks(tmp_path, synth30):
-    card = tmp_path / "lp.yaml"
-    card.write_text(yaml.safe_dump({
-        "name": "small-lp", "version": 1, "task": "label-propagation",
-        "dataset": {"adapter": "synthetic", "clips": 30, "test": "test"}, "frames": {"sampling": "all"},
-        "transform": {"resize_short": 64, "crop": None}, "probes": {"labelprop": {"context": 5}}}))
+    card = small_labelprop_card(tmp_path)
     protocol = load_protocol(card)
     out = tmp_path / "lp.h5"
     extract("builtin:stats", protocol, synth30, out, ExtractConfig(batch_size=3, workers=0, quiet=True))

@@ -7,6 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import small_labelprop_card
 from evalharness.extract import ExtractConfig, extract
 from evalharness.probes import run_probe
 from evalharness.protocol import load_protocol
@@ -112,13 +113,7 @@ def test_two_submissions_at_once_both_land(board_dir, files):
 
 @pytest.mark.slow
 def test_label_propagation_submission_keeps_its_dense_maps(tmp_path, synth30):
-    import yaml
-
-    card = tmp_path / "lp.yaml"
-    card.write_text(yaml.safe_dump({
-        "name": "small-lp", "version": 1, "task": "label-propagation",
-        "dataset": {"adapter": "synthetic", "clips": 30, "test": "test"}, "frames": {"sampling": "all"},
-        "transform": {"resize_short": 64, "crop": None}, "probes": {"labelprop": {"context": 5}}}))
+    card = small_labelprop_card(tmp_path)
     out = tmp_path / "lp.h5"
     extract("builtin:stats", load_protocol(card), synth30, out, ExtractConfig(batch_size=3, workers=0, quiet=True))
     folder = tmp_path / "lb"

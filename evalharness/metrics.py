@@ -94,15 +94,9 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     return b
 
 
-def disk(radius: int) -> np.ndarray:
-    """Disk structuring element: offsets with x^2 + y^2 <= r^2 (as skimage.morphology.disk)."""
-    r = np.arange(-radius, radius + 1)
-    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2
-
-
 def _within(boundary: np.ndarray, tolerance: int) -> np.ndarray:
-    """Pixels within Euclidean distance `tolerance` of a boundary pixel: the dilation by `disk(tolerance)`,
-    computed with an exact distance transform (integer offsets, so dist <= r iff dx^2 + dy^2 <= r^2)."""
+    """Pixels within Euclidean distance `tolerance` of a boundary pixel: the official evaluation's dilation by
+    a disk (offsets with dx^2 + dy^2 <= r^2), computed with an exact distance transform."""
     from scipy.ndimage import distance_transform_edt
 
     if not boundary.any():

@@ -14,7 +14,6 @@ import json
 import pandas as pd
 from tabulate import tabulate
 
-FORMATS = ("markdown", "csv", "latex", "html", "json")
 NOTE = "Values in percent with 95% bootstrap CI and rank (a range where CIs overlap); * = non-conforming run."
 
 

@@ -92,7 +92,9 @@ def manifest(card: str, data: Path, out: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--model", "-m", required=True, help="Backbone, e.g. builtin:pixels, builtin:stats.")
+@click.option("--model", "-m", required=True,
+              help="Backbone: builtin:pixels, hf:<folder or id>, timm:<name>, torchvision:<name> (see README).")
+@click.option("--weights", help="Weights file for timm:/torchvision: models, or 'random' (recorded as random-init).")
 @click.option("--protocol", "-p", "card", required=True, help="Protocol card name or YAML path.")
 @click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="Dataset root.")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Embedding file to write.")
@@ -101,18 +103,23 @@ def manifest(card: str, data: Path, out: Path | None) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--workers", default=2, show_default=True, help="Decoding worker processes (0 = decode in the main process).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Stored embedding type.")
+@click.option("--autocast", type=click.Choice(["none", "bfloat16", "float16"]), default="none", show_default=True,
+              help="Mixed-precision forward passes (for GPUs); recorded in the file.")
 @click.option("--allow-failures", is_flag=True, help="Exit 0 even if some clips could not be decoded.")
 @click.option("--retry-failures", is_flag=True, help="Recompute finished chunks that recorded failures.")
 @click.option("--keep-parts", is_flag=True, help="Keep the part files after finalizing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def extract(model, card, data, out, shard, batch_size, device, workers, dtype, allow_failures, retry_failures, keep_parts, quiet):
+def extract(model, weights, card, data, out, shard, batch_size, device, workers, dtype, autocast, allow_failures,
+            retry_failures, keep_parts, quiet):
     """Embed every clip of a protocol's dataset with a frozen backbone (resumable, shardable)."""
+    from .backbones import build_backbone
     from .extract import ExtractConfig, extract as run
     from .protocol import load_protocol
 
     cfg = ExtractConfig(batch_size=batch_size, workers=workers, device=device, shard=_shard(shard), dtype=dtype,
-                        retry_failures=retry_failures, keep_parts=keep_parts, quiet=quiet)
-    summary = run(model, load_protocol(card), data, out, cfg)
+                        autocast=autocast, retry_failures=retry_failures, keep_parts=keep_parts, quiet=quiet)
+    protocol = load_protocol(card)
+    summary = run(build_backbone(model, weights), protocol, data, out, cfg)
     for vid, reason in summary.failures:
         click.echo(f"failed: {vid}: {reason}", err=True)
     where = out if summary.finalized else f"{out}.parts (shard {shard}; join with `evalharness merge {out} {out}.parts ...`)"

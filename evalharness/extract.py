@@ -9,6 +9,7 @@ recorded with its reason and the run goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -39,6 +40,7 @@ class ExtractConfig:
     device: str = "cpu"
     shard: tuple[int, int] = (0, 1)
     dtype: str = "float32"
+    autocast: str = "none"
     retry_failures: bool = False
     keep_parts: bool = False
     quiet: bool = False
@@ -111,6 +113,31 @@ def check_compatible(backbone: Backbone, protocol: Protocol) -> None:
         raise HarnessError(f"model {backbone.name} has no dense feature maps, which protocol {protocol.name} needs")
 
 
+AUTOCAST = ("none", "bfloat16", "float16")
+
+
+def autocast(cfg: ExtractConfig) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward passes when asked for (meant for GPUs; recorded in the file)."""
+    if cfg.autocast == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(cfg.device).type, dtype=getattr(torch, cfg.autocast))
+
+
+def dry_run(backbone: Backbone, protocol: Protocol, cfg: ExtractConfig) -> None:
+    """One blank clip through the model before any decoding, so a card the model cannot take fails at once."""
+    count, crop = protocol.frames.count, protocol.transform.crop
+    if count is None or crop is None:
+        return
+    clip = torch.zeros(1, count, 3, crop, crop, device=torch.device(cfg.device))
+    try:
+        with torch.inference_mode(), autocast(cfg):
+            backbone.embed(clip)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise HarnessError(f"model {backbone.name} cannot take clips of {count} frames at {crop}x{crop} "
+                           f"(protocol {protocol.name}): {type(exc).__name__}: {reason}") from None
+
+
 def make_header(backbone: Backbone, protocol: Protocol, manifest: Manifest, cfg: ExtractConfig) -> Header:
     return Header(
         model=backbone.name,
@@ -123,7 +150,7 @@ def make_header(backbone: Backbone, protocol: Protocol, manifest: Manifest, cfg:
         protocol_json=json.dumps(protocol.to_dict(), sort_keys=True),
         manifest_hash=manifest.hash,
         harness_version=__version__,
-        environment=json.dumps(environment(cfg.device, cfg.dtype, batch_size=cfg.batch_size), sort_keys=True),
+        environment=json.dumps(environment(cfg.device, cfg.dtype, batch_size=cfg.batch_size, autocast=cfg.autocast), sort_keys=True),
     )
 
 
@@ -142,7 +169,7 @@ def _embed_chunk(backbone: Backbone, samples: list[Sample], protocol: Protocol, 
     k = max(s.indices.shape[1] for s in good)
     index = np.full((len(good), protocol.views.temporal, k), -1, dtype=np.int32)
     vectors, dense = [], {}
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(cfg):
         for row, s in enumerate(good):
             index[row, :, :s.indices.shape[1]] = s.indices
         same_length = len({s.views.shape[1] for s in good}) == 1
@@ -164,7 +191,7 @@ def _embed_captions(backbone: Backbone, manifest: Manifest, parts_dir: Path, hea
     if not rows:
         raise HarnessError("the protocol is text-retrieval but the manifest has no captions")
     vectors = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(cfg):
         for start in range(0, len(rows), cfg.batch_size):
             vectors.append(backbone.embed_text([r[2] for r in rows[start:start + cfg.batch_size]]).float().cpu())
     dtype = np.float16 if cfg.dtype == "float16" else np.float32
@@ -181,10 +208,13 @@ def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, ou
         raise HarnessError(f"--shard {shard}/{shards}: need 0 <= i < N")
     if cfg.batch_size < 1:
         raise HarnessError("--batch-size must be at least 1")
+    if cfg.autocast not in AUTOCAST:
+        raise HarnessError(f"--autocast {cfg.autocast}: choose one of {', '.join(AUTOCAST)}")
     manifest = resolve_manifest(protocol, data_root)
     backbone = build_backbone(model) if isinstance(model, str) else model
     check_compatible(backbone, protocol)
     backbone = backbone.to(torch.device(cfg.device))
+    dry_run(backbone, protocol, cfg)
     header = make_header(backbone, protocol, manifest, cfg)
     if out.exists():
         with EmbeddingFile(out) as existing:

@@ -88,7 +88,7 @@ class Header:
         """Everything that must agree between parts of one file (not when or where they ran)."""
         out = asdict(self)
         out.pop("created_utc")
-        out.pop("environment")
+        out["autocast"] = json.loads(out.pop("environment")).get("autocast", "none")
         return out
 
 

@@ -209,7 +209,7 @@ def test_text_retrieval_extraction_writes_caption_embeddings(tmp_path, synth30):
             table = {"red": [1.0, -1, -1], "green": [-1, 1.0, -1], "blue": [-1, -1, 1.0]}
             return torch.tensor([next(v for w, v in table.items() if w in t) for t in texts])
 
-    register("colourwords", lambda name: ColourWords(name=f"colourwords:{name}"))
+    register("colourwords", lambda name, weights: ColourWords(name=f"colourwords:{name}"))
     card = tmp_path / "text.yaml"
     card.write_text(yaml.safe_dump({
         "name": "synth-text", "version": 1, "task": "text-retrieval",

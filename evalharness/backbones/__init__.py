@@ -5,23 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import HarnessError
-from . import builtin
+from . import builtin, hf, timm_models, torchvision_models
 from .base import Backbone, InputSpec
 
-_FACTORIES: dict[str, Callable[[str], Backbone]] = {"builtin": builtin.build}
+Factory = Callable[[str, str | None], Backbone]
+_FACTORIES: dict[str, Factory] = {"builtin": builtin.build, "hf": hf.build, "timm": timm_models.build,
+                                  "torchvision": torchvision_models.build}
 
 
-def register(prefix: str, factory: Callable[[str], Backbone]) -> None:
-    """Make `prefix:<name>` buildable by `factory(name)`."""
+def register(prefix: str, factory: Factory) -> None:
+    """Make `prefix:<name>` buildable by `factory(name, weights)`; weights is the --weights argument or None."""
     _FACTORIES[prefix] = factory
 
 
-def build_backbone(spec: str) -> Backbone:
-    """Build the model a spec such as `builtin:pixels` names."""
+def build_backbone(spec: str, weights: str | None = None) -> Backbone:
+    """Build the model a spec such as `builtin:pixels` or `timm:resnet50` names, with an optional weights file."""
     prefix, sep, rest = spec.partition(":")
     if not sep or prefix not in _FACTORIES:
         raise HarnessError(f"model '{spec}': unknown model prefix (known: {', '.join(p + ':' for p in sorted(_FACTORIES))})")
-    return _FACTORIES[prefix](rest)
+    return _FACTORIES[prefix](rest, weights)
 
 
 __all__ = ["Backbone", "InputSpec", "build_backbone", "register"]

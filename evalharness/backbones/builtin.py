@@ -140,7 +140,9 @@ class Stats(Backbone):
 _BUILTINS = {"pixels": Pixels, "stats": Stats}
 
 
-def build(name: str) -> Backbone:
+def build(name: str, weights: str | None = None) -> Backbone:
+    if weights is not None:
+        raise HarnessError(f"model 'builtin:{name}' has no weights; drop --weights")
     if name not in _BUILTINS:
         raise HarnessError(f"model 'builtin:{name}': unknown builtin (known: {', '.join('builtin:' + n for n in _BUILTINS)})")
     return _BUILTINS[name](name=f"builtin:{name}")

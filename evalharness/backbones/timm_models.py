@@ -1,0 +1,113 @@
+"""`timm:<name>`: timm image models applied per frame (head removed), mean-pooled over time.
+
+Weights: `--weights FILE`, a `local-dir:` folder saved by timm, the name's own
+checkpoint in the Hugging Face cache, or `--weights random` (random init, recorded
+as such; for throughput runs). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import HarnessError
+from .base import Backbone, InputSpec
+from .loading import RANDOM, load_weights, read_state_dict, require, sha256_files
+
+
+@dataclass
+class TimmModel(Backbone):
+    model: Any = None
+    extra: dict = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> TimmModel:
+        self.model.to(device)
+        return self
+
+    def embed(self, clips: torch.Tensor) -> torch.Tensor:
+        b, t = clips.shape[:2]
+        return self.model(clips.flatten(0, 1)).view(b, t, -1).mean(1)
+
+    def dense(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.dense_stride is None:
+            return super().dense(frames)
+        maps = self.model.forward_intermediates(frames, indices=1, intermediates_only=True, output_fmt="NCHW")[-1]
+        return maps.permute(0, 2, 3, 1)
+
+    def config(self) -> dict:
+        return {**super().config(), **self.extra}
+
+
+def _cached_folder(hub_id: str, spec: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hub_id, local_files_only=True))
+    except Exception:
+        raise HarnessError(f"model '{spec}': no weights given and {hub_id} is not in the Hugging Face cache "
+                           f"(nothing is downloaded); pass --weights FILE, a local-dir: folder, or --weights random") from None
+
+
+def _hub_id(timm: Any, name: str, spec: str) -> str:
+    """The Hugging Face repo timm names for `arch[.tag]`."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except (RuntimeError, ValueError, KeyError):
+        cfg = None
+    if cfg is None or not getattr(cfg, "hf_hub_id", None):
+        raise HarnessError(f"model '{spec}': no weights given and timm knows no checkpoint for '{name}'; "
+                           "pass --weights FILE or --weights random")
+    return cfg.hf_hub_id
+
+
+def _create(timm: Any, name: str, spec: str, **kwargs: Any) -> Any:
+    """create_model with a dynamic image size where the architecture supports it."""
+    try:
+        return timm.create_model(name, num_classes=0, dynamic_img_size=True, **kwargs)
+    except TypeError:
+        return timm.create_model(name, num_classes=0, **kwargs)
+    except (RuntimeError, ValueError) as exc:
+        raise HarnessError(f"model '{spec}': {str(exc).splitlines()[0]}") from None
+
+
+def build(name: str, weights: str | None) -> TimmModel:
+    """Build `timm:<name>` with weights from a file, a local folder, the HF cache, or random."""
+    spec = f"timm:{name}"
+    timm = require("timm", "timm", spec)
+    if weights == RANDOM:
+        model, sha, revision, files = _create(timm, name, spec, pretrained=False), RANDOM, "random-init", []
+    elif weights is not None:
+        path = Path(weights)
+        model = _create(timm, name, spec, pretrained=False)
+        heads = model.pretrained_cfg.get("classifier") or "head"
+        load_weights(model, read_state_dict(path, spec), [h + "." for h in ([heads] if isinstance(heads, str) else heads)],
+                     spec, path)
+        sha, revision, files = sha256_files([path]), "file", [path.name]
+    else:
+        if name.startswith("local-dir:"):
+            folder = Path(name.removeprefix("local-dir:"))
+        else:
+            hub_id = name.removeprefix("hf-hub:") if name.startswith("hf-hub:") else _hub_id(timm, name, spec)
+            folder = _cached_folder(hub_id, spec)
+        files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+        if not (folder / "config.json").is_file() or not files:
+            raise HarnessError(f"model '{spec}': {folder} is not a timm checkpoint folder (config.json + weights)")
+        model = _create(timm, f"local-dir:{folder}", spec, pretrained=True)
+        sha = sha256_files(files)
+        revision = folder.name if folder.parent.name == "snapshots" else "local"
+        files = [f.name for f in files]
+    model.eval()
+    data = timm.data.resolve_model_data_config(model)
+    stride = None
+    if hasattr(model, "forward_intermediates") and getattr(model, "feature_info", None):
+        stride = int(model.feature_info[-1]["reduction"])
+    return TimmModel(
+        name=spec, input=InputSpec(mean=tuple(data["mean"]), std=tuple(data["std"])), revision=revision,
+        weights_sha256=sha, dense_stride=stride, model=model,
+        extra={"architecture": model.default_cfg.get("architecture", type(model).__name__),
+               "pooling": "frame-mean", "preprocessing": {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()},
+               "weight_files": files},
+    )

@@ -1,0 +1,79 @@
+"""`torchvision:<name>`: torchvision's video classifiers with the classification head removed.
+
+Weights: `--weights FILE` (a state dict), the checkpoint torchvision names for the
+model if it is already in the torch hub cache, or `--weights random`. Mean and std
+come from the model's Kinetics-400 weights preset and are recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import HarnessError
+from .base import Backbone, InputSpec
+from .loading import RANDOM, load_weights, read_state_dict, require, sha256_files
+
+# name -> the attribute holding the classification head
+HEADS = {"r3d_18": "fc", "mc3_18": "fc", "r2plus1d_18": "fc", "s3d": "classifier", "mvit_v1_b": "head",
+         "mvit_v2_s": "head", "swin3d_t": "head", "swin3d_s": "head", "swin3d_b": "head"}
+# MViT's positional embeddings fix its input: 16 frames of 224 x 224
+_FIXED = {"mvit_v1_b": (16, 224), "mvit_v2_s": (16, 224)}
+
+
+@dataclass
+class TorchvisionModel(Backbone):
+    model: Any = None
+    extra: dict = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> TorchvisionModel:
+        self.model.to(device)
+        return self
+
+    def embed(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.model(clips.permute(0, 2, 1, 3, 4)).flatten(1)
+
+    def config(self) -> dict:
+        return {**super().config(), **self.extra}
+
+
+def _weights_file(preset: Any, weights: str | None, spec: str) -> Path:
+    if weights is not None:
+        return Path(weights)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / preset.url.rsplit("/", 1)[-1]
+    if not cached.is_file():
+        raise HarnessError(f"model '{spec}': no weights given and {cached} is not in the torch hub cache "
+                           "(nothing is downloaded); pass --weights FILE or --weights random")
+    return cached
+
+
+def build(name: str, weights: str | None) -> TorchvisionModel:
+    """Build `torchvision:<name>` with its head replaced by the identity."""
+    spec = f"torchvision:{name}"
+    if name not in HEADS:
+        raise HarnessError(f"model '{spec}': unknown torchvision video model (known: {', '.join(HEADS)})")
+    models = require("torchvision.models", "torchvision", spec)
+    model = models.get_model(name, weights=None)
+    preset = models.get_model_weights(name).DEFAULT
+    if weights == RANDOM:
+        sha, revision, files = RANDOM, "random-init", []
+    else:
+        path = _weights_file(preset, weights, spec)
+        load_weights(model, read_state_dict(path, spec), [HEADS[name] + "."], spec, path)
+        sha, revision, files = sha256_files([path]), "file", [path.name]
+    setattr(model, HEADS[name], torch.nn.Identity())
+    model.eval()
+    transforms = preset.transforms()
+    frames, size = _FIXED.get(name, (None, None))
+    return TorchvisionModel(
+        name=spec, input=InputSpec(frames=frames, size=size, mean=tuple(transforms.mean), std=tuple(transforms.std)),
+        revision=revision, weights_sha256=sha, model=model,
+        extra={"architecture": name, "pooling": "head-removed",
+               "preprocessing": {"preset": str(preset), "crop_size": list(transforms.crop_size),
+                                 "resize_size": list(transforms.resize_size), "mean": list(transforms.mean),
+                                 "std": list(transforms.std), "interpolation": transforms.interpolation.value},
+               "weight_files": files},
+    )

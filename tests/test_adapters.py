@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from evalharness.datasets import resolve_manifest
+from evalharness.errors import ManifestError
 from evalharness.protocol import load_protocol
 
 
@@ -57,9 +58,37 @@ def test_msrvtt_1ka_pairs(tmp_path, realdata):
     assert manifest.captions["video9770"] == ["a person is connecting something to system"]
 
 
-@pytest.mark.parametrize("card", ["ucf101-s1-16x4", "hmdb51-s1-16x4", "k400-val-16x4", "msrvtt-1ka-u12"])
-def test_missing_lists_are_a_clear_error(tmp_path, card):
-    from evalharness.errors import ManifestError
+def test_ssv2_official_json_layout(tmp_path, realdata):
+    """20BN's json files, with the 174 classes of the official label list (mmaction2's copy in splits/)."""
+    import json
 
+    classes = (splits(realdata) / "label_maps_mmaction2" / "sthv2_label_map.txt").read_text().splitlines()
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    (folder / "something-something-v2-labels.json").write_text(json.dumps({c: str(i) for i, c in enumerate(classes)}))
+    entries = {"train": [{"id": "1", "label": "pushing a cup from left to right",
+                          "template": "Pushing [something] from left to right", "placeholders": ["a cup"]},
+                         {"id": "2", "label": "putting a pen onto a box",
+                          "template": "Putting [something] onto [something]", "placeholders": ["a pen", "a box"]}],
+               "validation": [{"id": "3", "label": "x", "template": "Approaching [something] with your camera",
+                               "placeholders": ["x"]}]}
+    for split, rows in entries.items():
+        (folder / f"something-something-v2-{split}.json").write_text(json.dumps(rows))
+    manifest = resolve_manifest(load_protocol("ssv2-val-u16"), tmp_path)
+    assert len(manifest.classes) == 174 and manifest.ids == ["1", "2", "3"]
+    assert [i.label for i in manifest.items] == ["Pushing something from left to right", "Putting something onto something",
+                                                 "Approaching something with your camera"]
+    assert manifest.items[0].path == tmp_path / "20bn-something-something-v2" / "1.webm" and len(manifest.missing_files()) == 3
+    entries["train"][0]["template"] = "Juggling [something]"
+    (folder / "something-something-v2-train.json").write_text(json.dumps(entries["train"]))
+    with pytest.raises(ManifestError, match="unknown label 'Juggling something'"):
+        resolve_manifest(load_protocol("ssv2-val-u16"), tmp_path)
+    (folder / "something-something-v2-train.json").write_text("[{")
+    with pytest.raises(ManifestError, match="something-something-v2-train.json: not valid JSON"):
+        resolve_manifest(load_protocol("ssv2-val-u16"), tmp_path)
+
+
+@pytest.mark.parametrize("card", ["ucf101-s1-16x4", "hmdb51-s1-16x4", "k400-val-16x4", "msrvtt-1ka-u12", "ssv2-val-u16"])
+def test_missing_lists_are_a_clear_error(tmp_path, card):
     with pytest.raises(ManifestError, match="not found"):
         resolve_manifest(load_protocol(card), tmp_path)

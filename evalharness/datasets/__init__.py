@@ -20,6 +20,7 @@ ADAPTERS: dict[str, tuple[set[str], Callable[..., Manifest]]] = {
     "hmdb51": (lists.HMDB51_KEYS, lists.hmdb51),
     "kinetics": (lists.KINETICS_KEYS, lists.kinetics),
     "msrvtt": (lists.MSRVTT_KEYS, lists.msrvtt),
+    "ssv2": (lists.SSV2_KEYS, lists.ssv2),
     "synthetic": (synthetic.KEYS, synthetic.resolve),
 }
 

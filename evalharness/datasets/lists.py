@@ -1,4 +1,4 @@
-"""Adapters for the official split files of UCF101, HMDB51, Kinetics and MSR-VTT.
+"""Adapters for the official split files of UCF101, HMDB51, Kinetics, Something-Something v2 and MSR-VTT.
 
 Each reads the dataset's own lists (never a directory listing), so a card resolves to
 the same clips on every machine; a listed video missing on disk stays in the manifest
@@ -8,6 +8,8 @@ the same clips on every machine; a listed video missing on disk stays in the man
 from __future__ import annotations
 
 import csv
+import json
+import re
 from pathlib import Path
 
 from ..errors import ManifestError, ProtocolError
@@ -91,6 +93,44 @@ def kinetics(root: Path, dataset: dict, splits: list[str], require_labels: bool,
                 rows.append({"line": reader.line_num, "id": vid, "path": f"{dataset.get('videos', 'videos')}/{rel}",
                              "split": split, "label": row["label"]})
     return build_manifest(root, rows, str(folder), splits, None, None, require_labels,
+                          require_files or bool(dataset.get("require_files")))
+
+
+SSV2_KEYS = {"annotations", "videos", "require_files"}
+_SSV2_FILES = {"train": "something-something-v2-train.json", "validation": "something-something-v2-validation.json"}
+
+
+def _json(path: Path) -> object:
+    if not path.is_file():
+        raise ManifestError(f"{path}: annotation file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc})") from None
+
+
+def ssv2(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
+    """`<annotations>/something-something-v2-{labels,train,validation}.json` as 20BN ships them; the class is
+    the entry's template with its brackets removed; videos `<videos>/<id>.webm`."""
+    folder = root / dataset.get("annotations", "labels")
+    labels_path = folder / "something-something-v2-labels.json"
+    labels = _json(labels_path)
+    if not isinstance(labels, dict) or not labels:
+        raise ManifestError(f"{labels_path}: expected an object mapping class names to indices")
+    rows = []
+    for split in splits:
+        if split not in _SSV2_FILES:
+            raise ProtocolError(f"dataset split {split!r}: Something-Something v2 has train and validation")
+        path = folder / _SSV2_FILES[split]
+        entries = _json(path)
+        if not isinstance(entries, list):
+            raise ManifestError(f"{path}: expected a list of videos")
+        for n, entry in enumerate(entries, 1):
+            if not isinstance(entry, dict) or "id" not in entry or "template" not in entry:
+                raise ManifestError(f"{path} entry {n}: expected an object with id and template")
+            rows.append({"line": n, "id": str(entry["id"]), "path": f"{dataset.get('videos', '20bn-something-something-v2')}/{entry['id']}.webm",
+                         "split": split, "label": re.sub(r"\[([^\]]*)\]", r"\1", entry["template"])})
+    return build_manifest(root, rows, str(folder), splits, labels.keys(), None, require_labels,
                           require_files or bool(dataset.get("require_files")))
 
 

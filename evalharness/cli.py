@@ -98,7 +98,12 @@ def manifest(card: str, data: Path, out: Path | None) -> None:
 @click.option("--protocol", "-p", "card", required=True, help="Protocol card name or YAML path.")
 @click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="Dataset root.")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Embedding file to write.")
-@click.option("--shard", default="0/1", show_default=True, help="Take shard i of N (chunks c with c % N == i).")
+@click.option("--shard", default="0/1", show_default=True,
+              help="Take shard i of N (chunks c with c % N == i); 'auto' reads torchrun's or Slurm's variables.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: run --shards shards as Ray tasks (one GPU each with --device cuda) on a shared disk.")
+@click.option("--shards", default=2, show_default=True, help="With --engine ray: how many shards (tasks).")
+@click.option("--ray-address", help="With --engine ray: the cluster to join (default: RAY_ADDRESS or a local instance).")
 @click.option("--batch-size", default=16, show_default=True, help="Clips per chunk and per forward pass.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--workers", default=2, show_default=True, help="Decoding worker processes (0 = decode in the main process).")
@@ -109,20 +114,26 @@ def manifest(card: str, data: Path, out: Path | None) -> None:
 @click.option("--retry-failures", is_flag=True, help="Recompute finished chunks that recorded failures.")
 @click.option("--keep-parts", is_flag=True, help="Keep the part files after finalizing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def extract(model, weights, card, data, out, shard, batch_size, device, workers, dtype, autocast, allow_failures,
-            retry_failures, keep_parts, quiet):
+def extract(model, weights, card, data, out, shard, engine, shards, ray_address, batch_size, device, workers, dtype,
+            autocast, allow_failures, retry_failures, keep_parts, quiet):
     """Embed every clip of a protocol's dataset with a frozen backbone (resumable, shardable)."""
     from .backbones import build_backbone
     from .extract import ExtractConfig, extract as run
     from .protocol import load_protocol
+    from .runners import device_for_rank, run_ray, shard_from_env
 
-    cfg = ExtractConfig(batch_size=batch_size, workers=workers, device=device, shard=_shard(shard), dtype=dtype,
-                        autocast=autocast, retry_failures=retry_failures, keep_parts=keep_parts, quiet=quiet)
+    cfg = ExtractConfig(batch_size=batch_size, workers=workers, device=device_for_rank(device),
+                        shard=shard_from_env() if shard == "auto" else _shard(shard), dtype=dtype, autocast=autocast,
+                        retry_failures=retry_failures, keep_parts=keep_parts, quiet=quiet)
     protocol = load_protocol(card)
-    summary = run(build_backbone(model, weights), protocol, data, out, cfg)
+    if engine == "ray":
+        summary = run_ray(model, weights, protocol, data, out, cfg, shards, ray_address)
+    else:
+        summary = run(build_backbone(model, weights), protocol, data, out, cfg)
     for vid, reason in summary.failures:
         click.echo(f"failed: {vid}: {reason}", err=True)
-    where = out if summary.finalized else f"{out}.parts (shard {shard}; join with `evalharness merge {out} {out}.parts ...`)"
+    where = out if summary.finalized else (f"{out}.parts (shard {cfg.shard[0]}/{cfg.shard[1]}; the last shard to finish on this "
+                                           f"disk joins the file, or join copies with `evalharness merge {out} A/{out.name}.parts ...`)")
     click.echo(f"{summary.embedded} clips embedded in {summary.seconds:.1f} s ({summary.clips_per_second:.1f} clips/s), "
                f"{summary.resumed_chunks} chunks resumed, {len(summary.failures)} failed -> {where}")
     if summary.failures and not allow_failures:

@@ -10,6 +10,7 @@ recorded with its reason and the run goes on.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import shutil
 import time
@@ -198,6 +199,20 @@ def _embed_captions(backbone: Backbone, manifest: Manifest, parts_dir: Path, hea
     write_text_part(parts_dir, header, [r[0] for r in rows], [r[1] for r in rows], torch.cat(vectors).numpy().astype(dtype))
 
 
+def finalize_when_complete(parts_dir: Path, header: Header, chunks_total: int, out: Path, keep_parts: bool) -> bool:
+    """Join the parts into `out` once every chunk is done; of shards sharing a disk, the last to finish does it."""
+    with open(parts_dir / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.exists():
+            return True
+        if len(finished_chunks(parts_dir, header, chunks_total)) < chunks_total:
+            return False
+        finalize([parts_dir], out)
+        if not keep_parts:
+            shutil.rmtree(parts_dir)
+        return True
+
+
 def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, out: str | Path,
             cfg: ExtractConfig = ExtractConfig()) -> ExtractSummary:
     """Embed every clip of the card's manifest (or of one shard) into `out`, resuming finished chunks."""
@@ -250,10 +265,7 @@ def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, ou
             write_part(parts_dir, header, chunk_index, len(chunks), chunk)
             summary.embedded += len(chunk.ids)
             progress.update(len(samples))
-    if shards == 1:
-        finalize([parts_dir], out)
-        if not cfg.keep_parts:
-            shutil.rmtree(parts_dir)
+    if finalize_when_complete(parts_dir, header, len(chunks), out, cfg.keep_parts):
         summary.finalized = True
         with EmbeddingFile(out) as f:
             summary.failures = f.failures

@@ -25,7 +25,7 @@ transformers = pytest.importorskip("transformers")
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
 
-HF_KINDS = ("videomae", "timesformer", "vivit", "vjepa2", "x_clip", "clip")
+HF_KINDS = ("videomae", "timesformer", "vivit", "vjepa2", "x_clip", "clip", "siglip")
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,10 @@ def test_hf_text_and_dense_outputs(hf_models):
     with torch.inference_mode():
         assert xclip.embed_text(["one", "two", "three"]).shape == (3, 16)
     assert xclip.dense_stride is None
+    siglip = build_backbone(f"hf:{hf_models['siglip']}")
+    with torch.inference_mode():
+        assert siglip.dense(torch.randn(2, 3, 40, 32)).shape == (2, 5, 4, 32)  # no CLS token to drop
+    assert not siglip.has_text
 
 
 def test_hf_errors_are_one_line_and_name_the_problem(hf_models, tmp_path):

@@ -39,7 +39,8 @@ def _processor(kind: str):
 
 
 def save_hf(kind: str, folder: Path) -> Path:
-    """Save a tiny `kind` model (videomae, timesformer, vivit, vjepa2, x_clip, clip) with its processor."""
+    """Save a tiny `kind` model (videomae, timesformer, vivit, vjepa2, x_clip, clip, siglip) with its processor;
+    x_clip and clip get a tokenizer, siglip none (a vision-only use)."""
     import transformers as t
 
     torch.manual_seed(0)
@@ -64,6 +65,8 @@ def save_hf(kind: str, folder: Path) -> Path:
     elif kind == "clip":
         model = t.CLIPModel(t.CLIPConfig(text_config=text, vision_config=_vision(image_size=SIZE, patch_size=8),
                                          projection_dim=16))
+    elif kind == "siglip":
+        model = t.SiglipModel(t.SiglipConfig(text_config=text, vision_config=_vision(image_size=SIZE, patch_size=8)))
     else:
         raise ValueError(kind)
     model.save_pretrained(folder)

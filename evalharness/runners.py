@@ -1,0 +1,90 @@
+"""Many processes extracting one file: shard numbers from torchrun or Slurm, and shards as Ray tasks.
+
+Every engine runs the same `extract` on disjoint chunk sets (`--shard i/N`) into one
+parts folder on a shared disk; the last shard to finish joins the file. No
+DistributedSampler: it pads the last batch with repeated samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from .datasets import resolve_manifest
+from .errors import HarnessError
+from .extract import ExtractConfig, ExtractSummary, extract, parts_dir_for
+from .progress import bar
+from .protocol import Protocol, protocol_from_json
+from .store import PART_RE, EmbeddingFile
+
+
+def shard_from_env(env: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """(i, N) for `--shard auto`: torchrun's RANK / WORLD_SIZE, a Slurm array task, or `srun` tasks."""
+    try:
+        if "RANK" in env and "WORLD_SIZE" in env:
+            return int(env["RANK"]), int(env["WORLD_SIZE"])
+        if "SLURM_ARRAY_TASK_ID" in env:
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+            if "SLURM_ARRAY_TASK_COUNT" not in env:
+                raise HarnessError("--shard auto: SLURM_ARRAY_TASK_COUNT is not set (Slurm >= 18 sets it for arrays)")
+            return int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"])
+        if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+            return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
+    except ValueError as exc:
+        raise HarnessError(f"--shard auto: a launcher variable is not an integer ({exc})") from None
+    raise HarnessError("--shard auto: found no RANK/WORLD_SIZE (torchrun), SLURM_ARRAY_TASK_ID (Slurm array) "
+                       "or SLURM_PROCID/SLURM_NTASKS (srun) in the environment")
+
+
+def device_for_rank(device: str, env: Mapping[str, str] = os.environ) -> str:
+    """`cuda` under torchrun means this rank's own GPU, cuda:LOCAL_RANK."""
+    return f"cuda:{env['LOCAL_RANK']}" if device == "cuda" and "LOCAL_RANK" in env else device
+
+
+def _extract_shard(model: str, weights: str | None, protocol_json: str, data_root: str, out: str,
+                   cfg: ExtractConfig) -> tuple[int, int, list[tuple[str, str]]]:
+    """One Ray task: build the model on the worker and extract one shard into the shared parts folder."""
+    from .backbones import build_backbone
+
+    summary = extract(build_backbone(model, weights), protocol_from_json(protocol_json), data_root, out, cfg)
+    return summary.embedded, summary.resumed_chunks, summary.failures
+
+
+def run_ray(model: str, weights: str | None, protocol: Protocol, data_root: str | Path, out: str | Path,
+            cfg: ExtractConfig, shards: int, address: str | None = None) -> ExtractSummary:
+    """Extract with `shards` Ray tasks (one GPU each when the device is cuda) on a cluster sharing `out`'s disk."""
+    import ray
+
+    if shards < 1:
+        raise HarnessError("--shards must be at least 1")
+    out, started = Path(out), time.perf_counter()
+    chunks_total = math.ceil(len(resolve_manifest(protocol, data_root).items) / cfg.batch_size)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    gpus = 1 if cfg.device.startswith("cuda") else 0
+    device = "cuda" if gpus else cfg.device
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(_extract_shard)
+    pending = [task.remote(model, weights, json.dumps(protocol.to_dict(), sort_keys=True), str(Path(data_root).resolve()), str(out.resolve()),
+                           replace(cfg, shard=(i, shards), device=device, quiet=True)) for i in range(shards)]
+    results = []
+    parts = parts_dir_for(out)
+    with bar(chunks_total, f"extract {model} {protocol.name} on Ray ({shards} shards)", "chunk", cfg.quiet) as progress:
+        while pending:
+            ready, pending = ray.wait(pending, timeout=2.0)
+            results += ray.get(ready)
+            if parts.is_dir():
+                progress.n = sum(1 for p in parts.iterdir() if PART_RE.match(p.name))
+                progress.refresh()
+    summary = ExtractSummary(out, embedded=sum(r[0] for r in results), resumed_chunks=sum(r[1] for r in results),
+                             seconds=time.perf_counter() - started, finalized=out.exists())
+    if summary.finalized:
+        with EmbeddingFile(out) as f:
+            summary.failures = f.failures
+    else:
+        summary.failures = [f for r in results for f in r[2]]
+    return summary

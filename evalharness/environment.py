@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from datetime import datetime, timezone
 
 from . import __version__
@@ -33,5 +34,18 @@ def environment(device: str = "cpu", dtype: str = "float32", **extra) -> dict:
         "device": device,
         "dtype": dtype,
         "executable": sys.executable,
+        **_model_libraries(),
         **extra,
     }
+
+
+def _model_libraries() -> dict:
+    """Versions of the optional model libraries this process has loaded (they decide an adapter's numbers)."""
+    found = {}
+    for name in ("transformers", "timm", "torchvision", "safetensors"):
+        if name in sys.modules:
+            try:
+                found[name] = version(name)
+            except PackageNotFoundError:
+                found[name] = getattr(sys.modules[name], "__version__", "unknown")
+    return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -258,3 +259,36 @@ def test_xclip_captions_and_clip_dense_maps_reach_their_probes(tmp_path, synth30
     extract(f"hf:{hf_models['clip']}", lp, synth30, tmp_path / "lp.h5", ExtractConfig(batch_size=4, workers=0, quiet=True))
     record = run_probe("labelprop", tmp_path / "lp.h5", lp, synth30)
     assert 0.0 <= record["metrics"]["J&F"]["value"] <= 1.0
+
+
+def test_models_come_from_the_caches_by_name_without_network(tmp_path, hf_models):
+    """An id in the Hugging Face cache (hf:, timm:) and torchvision's file in the torch hub cache, offline."""
+    import shutil
+    import subprocess
+    import sys
+
+    from timm.models import save_for_hf
+
+    hub, commits = tmp_path / "hub", {"tiny/videomae": "1" * 40, "timm/resnet18.a1_in1k": "2" * 40}
+    for repo, commit in commits.items():
+        folder = hub / f"models--{repo.replace('/', '--')}"
+        (folder / "refs").mkdir(parents=True)
+        (folder / "refs" / "main").write_text(commit)
+        if repo == "tiny/videomae":
+            shutil.copytree(hf_models["videomae"], folder / "snapshots" / commit)
+        else:
+            save_for_hf(timm.create_model("resnet18", num_classes=3), str(folder / "snapshots" / commit), safe_serialization=True)
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(torchvision.models.get_model("r3d_18").state_dict(), checkpoints / "r3d_18-b3b3357e.pth")
+    code = ("import json, sys; from evalharness.backbones import build_backbone; "
+            "print(json.dumps([[m.revision, m.weights_sha256] for m in map(build_backbone, sys.argv[1:])]))")
+    specs = ["hf:tiny/videomae", f"hf:tiny/videomae@{'1' * 40}", "timm:resnet18.a1_in1k", "torchvision:r3d_18"]
+    result = subprocess.run([sys.executable, "-c", code, *specs], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_CACHE": str(hub), "TORCH_HOME": str(tmp_path / "torch")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = json.loads(result.stdout.splitlines()[-1])
+    videomae = [commits["tiny/videomae"], sha256(hf_models["videomae"] / "model.safetensors")]
+    timm_sha = sha256(hub / "models--timm--resnet18.a1_in1k" / "snapshots" / commits["timm/resnet18.a1_in1k"] / "model.safetensors")
+    assert got == [videomae, videomae, [commits["timm/resnet18.a1_in1k"], timm_sha],
+                   ["file", sha256(checkpoints / "r3d_18-b3b3357e.pth")]]

@@ -88,8 +88,20 @@ class Header:
         """Everything that must agree between parts of one file (not when or where they ran)."""
         out = asdict(self)
         out.pop("created_utc")
-        out["autocast"] = json.loads(out.pop("environment")).get("autocast", "none")
+        out.pop("environment")
+        out["autocast"] = self.autocast
         return out
+
+    @property
+    def autocast(self) -> str:
+        """The mixed-precision mode the vectors were computed with (from `environment`, also when it lists parts)."""
+        try:
+            env = json.loads(self.environment)
+        except json.JSONDecodeError:
+            return "unknown"
+        parts = env.get("parts", [env]) if isinstance(env, dict) else []
+        modes = {str(p.get("autocast", "none")) for p in parts if isinstance(p, dict)}
+        return modes.pop() if len(modes) == 1 else "unknown"
 
 
 @dataclass(frozen=True)

@@ -161,9 +161,9 @@ def build(name: str, weights: str | None) -> HFModel:
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     if not files:
         raise HarnessError(f"model '{spec}': no weight files (*.safetensors, *.bin) in {folder}")
-    model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
     pre = _preprocessing(folder, spec)
     mean, std = _normalization(pre, spec)
+    model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
     frames, size = _input(config, kind)
     tokenizer = None
     if hasattr(model, "get_text_features") and (folder / "tokenizer_config.json").is_file():

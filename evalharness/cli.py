@@ -92,6 +92,19 @@ def manifest(card: str, data: Path, out: Path | None) -> None:
 
 
 @cli.command()
+@click.argument("spec")
+@click.option("--weights", help="Weights file for timm:/torchvision: models, or 'random'.")
+def model(spec: str, weights: str | None) -> None:
+    """Show what a model spec resolves to (revision, weights sha256, input, preprocessing) without extracting."""
+    from .backbones import build_backbone
+
+    backbone = build_backbone(spec, weights)
+    click.echo(json.dumps({"model": backbone.name, "model_revision": backbone.revision,
+                           "weights_sha256": backbone.weights_sha256, "text_tower": backbone.has_text,
+                           "dense_maps": backbone.dense_stride is not None, "model_config": backbone.config()}, indent=1))
+
+
+@cli.command()
 @click.option("--model", "-m", required=True,
               help="Backbone: builtin:pixels, hf:<folder or id>, timm:<name>, torchvision:<name> (see README).")
 @click.option("--weights", help="Weights file for timm:/torchvision: models, or 'random' (recorded as random-init).")

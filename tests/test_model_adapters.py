@@ -112,6 +112,18 @@ def test_hf_text_and_dense_outputs(hf_models):
     assert not siglip.has_text
 
 
+def test_the_model_command_shows_what_a_spec_resolves_to(hf_models, weight_files):
+    result = CliRunner().invoke(cli, ["model", f"hf:{hf_models['clip']}"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["text_tower"] and shown["dense_maps"] and shown["model_revision"] == "local"
+    assert shown["model_config"]["preprocessing"]["image_std"] == STD
+    result = CliRunner().invoke(cli, ["model", "torchvision:r3d_18", "--weights", str(weight_files["r3d_18"])])
+    assert json.loads(result.output)["weights_sha256"] == sha256(weight_files["r3d_18"])
+    result = CliRunner().invoke(cli, ["model", "timm:resnet18"])
+    assert isinstance(result.exception, HarnessError) and "not in the Hugging Face cache" in str(result.exception)
+
+
 def test_hf_errors_are_one_line_and_name_the_problem(hf_models, tmp_path):
     with pytest.raises(HarnessError, match="not a local folder and not in the Hugging Face cache"):
         build_backbone("hf:nobody/no-such-model")
@@ -222,7 +234,7 @@ def _real_card(tmp_path, real_clips):
 def test_each_adapter_family_extracts_the_real_clips_and_the_probe_scores_them(tmp_path, realdata, real_clips,
                                                                                 hf_models, weight_files):
     card = _real_card(tmp_path, real_clips)
-    runs = {"hf": (f"hf:{hf_models['videomae']}", None),
+    runs = {"hf": (f"hf:{hf_models['videomae']}", None), "hf-xclip": (f"hf:{hf_models['x_clip']}", None),
             "timm": ("timm:vit_tiny_patch16_224", weight_files["vit_tiny_patch16_224"]),
             "torchvision": ("torchvision:r3d_18", weight_files["r3d_18"])}
     for family, (spec, weights) in runs.items():
@@ -235,7 +247,8 @@ def test_each_adapter_family_extracts_the_real_clips_and_the_probe_scores_them(t
             assert f.shape[0] == len(real_clips) and np.isfinite(f.video_vectors()).all()
             header = f.header
         assert header.model == spec
-        assert header.weights_sha256 == (sha256(weights) if weights else sha256(hf_models["videomae"] / "model.safetensors"))
+        folder = hf_models["x_clip" if family == "hf-xclip" else "videomae"]
+        assert header.weights_sha256 == (sha256(weights) if weights else sha256(folder / "model.safetensors"))
         assert "preprocessing" in json.loads(header.model_config)
         assert json.loads(header.environment)["autocast"] == "none"
         record = run_probe("knn", out, load_protocol(card), realdata / "videos")

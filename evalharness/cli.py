@@ -115,7 +115,7 @@ def model(spec: str, weights: str | None) -> None:
               help="Take shard i of N (chunks c with c % N == i); 'auto' reads torchrun's or Slurm's variables.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: run --shards shards as Ray tasks (one GPU each with --device cuda) on a shared disk.")
-@click.option("--shards", default=2, show_default=True, help="With --engine ray: how many shards (tasks).")
+@click.option("--shards", type=int, help="With --engine ray: how many shards (tasks); default one per GPU (cuda) or CPU of the cluster.")
 @click.option("--ray-address", help="With --engine ray: the cluster to join (default: RAY_ADDRESS or a local instance).")
 @click.option("--batch-size", default=16, show_default=True, help="Clips per chunk and per forward pass.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
@@ -139,6 +139,10 @@ def extract(model, weights, card, data, out, shard, engine, shards, ray_address,
                         shard=shard_from_env() if shard == "auto" else _shard(shard), dtype=dtype, autocast=autocast,
                         retry_failures=retry_failures, keep_parts=keep_parts, quiet=quiet)
     protocol = load_protocol(card)
+    if engine == "ray" and shard != "0/1":
+        raise HarnessError("--engine ray makes its own shards; use --shards N instead of --shard")
+    if engine == "local" and shards is not None:
+        raise HarnessError("--shards is for --engine ray; a local run takes --shard i/N or --shard auto")
     if engine == "ray":
         summary = run_ray(model, weights, protocol, data, out, cfg, shards, ray_address)
     else:

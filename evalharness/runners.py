@@ -56,17 +56,20 @@ def _extract_shard(model: str, weights: str | None, protocol_json: str, data_roo
 
 
 def run_ray(model: str, weights: str | None, protocol: Protocol, data_root: str | Path, out: str | Path,
-            cfg: ExtractConfig, shards: int, address: str | None = None) -> ExtractSummary:
-    """Extract with `shards` Ray tasks (one GPU each when the device is cuda) on a cluster sharing `out`'s disk."""
+            cfg: ExtractConfig, shards: int | None = None, address: str | None = None) -> ExtractSummary:
+    """Extract with `shards` Ray tasks (one GPU each when the device is cuda; default one per GPU or CPU of the
+    cluster) on a cluster sharing `out`'s disk."""
     import ray
 
-    if shards < 1:
+    if shards is not None and shards < 1:
         raise HarnessError("--shards must be at least 1")
     out, started = Path(out), time.perf_counter()
     chunks_total = math.ceil(len(resolve_manifest(protocol, data_root).items) / cfg.batch_size)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     gpus = 1 if cfg.device.startswith("cuda") else 0
+    if shards is None:
+        shards = max(1, int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1)))
     device = "cuda" if gpus else cfg.device
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(_extract_shard)
     pending = [task.remote(model, weights, json.dumps(protocol.to_dict(), sort_keys=True), str(Path(data_root).resolve()), str(out.resolve()),

@@ -30,6 +30,13 @@ def test_shard_auto_reads_the_launcher(env, expected):
     assert shard_from_env(env) == expected
 
 
+def test_engine_and_shard_options_do_not_mix(tmp_path, synth30, card30):
+    both = run("extract", *BASE, "-p", card30, "-d", synth30, "-o", tmp_path / "x.h5", "--engine", "ray", "--shard", "0/2")
+    assert both.returncode == 1 and "use --shards N instead of --shard" in both.stderr
+    local = run("extract", *BASE, "-p", card30, "-d", synth30, "-o", tmp_path / "x.h5", "--shards", "2")
+    assert local.returncode == 1 and "--shards is for --engine ray" in local.stderr and not list(tmp_path.iterdir())
+
+
 def test_shard_auto_without_a_launcher_is_a_clear_error():
     with pytest.raises(HarnessError, match="found no RANK/WORLD_SIZE"):
         shard_from_env({})

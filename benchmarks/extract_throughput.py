@@ -20,19 +20,15 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
-
 from evalharness.backbones import build_backbone
 from evalharness.datasets import resolve_manifest
-from evalharness.extract import ClipDataset, ExtractConfig, _collate, _worker_init, autocast, extract
+from evalharness.extract import ExtractConfig, autocast, clip_loader, extract
 from evalharness.protocol import load_protocol
-from evalharness.video import normalization
 
 
 def decode_rate(protocol, items, backbone, workers: int, batch: int) -> float:
-    mean, std = normalization(protocol.transform, backbone.input.mean, backbone.input.std)
-    loader = DataLoader(ClipDataset(items, protocol, mean, std, threads=1 if workers else 0), batch_size=batch,
-                        num_workers=workers, collate_fn=_collate, worker_init_fn=_worker_init)
+    batches = [list(range(i, min(i + batch, len(items)))) for i in range(0, len(items), batch)]
+    loader = clip_loader(items, protocol, backbone, batches, workers)
     start = time.perf_counter()
     count = sum(len(samples) for samples in loader)
     return count / (time.perf_counter() - start)

@@ -10,7 +10,6 @@ recorded with its reason and the run goes on.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import shutil
 import time
@@ -26,6 +25,7 @@ from .backbones import Backbone, build_backbone
 from .datasets import Item, Manifest, resolve_manifest
 from .environment import environment
 from .errors import DecodeError, HarnessError
+from .locking import locked
 from .progress import bar
 from .protocol import Protocol
 from .sampling import frame_indices
@@ -97,6 +97,15 @@ def _worker_init(_: int) -> None:
 
 def _collate(samples: list[Sample]) -> list[Sample]:
     return samples
+
+
+def clip_loader(items: list[Item], protocol: Protocol, backbone: Backbone, batches: list[list[int]],
+                workers: int) -> DataLoader:
+    """Decoded, transformed clips of the given index batches, decoded in `workers` processes."""
+    mean, std = normalization(protocol.transform, backbone.input.mean, backbone.input.std)
+    dataset = ClipDataset(items, protocol, mean, std, threads=1 if workers > 0 else 0)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
+                      worker_init_fn=_worker_init)
 
 
 def check_compatible(backbone: Backbone, protocol: Protocol) -> None:
@@ -201,8 +210,7 @@ def _embed_captions(backbone: Backbone, manifest: Manifest, parts_dir: Path, hea
 
 def finalize_when_complete(parts_dir: Path, header: Header, chunks_total: int, out: Path, keep_parts: bool) -> bool:
     """Join the parts into `out` once every chunk is done; of shards sharing a disk, the last to finish does it."""
-    with open(parts_dir / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(parts_dir):
         if out.exists():
             return True
         if len(finished_chunks(parts_dir, header, chunks_total)) < chunks_total:
@@ -253,11 +261,8 @@ def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, ou
     mine = [c for c in range(len(chunks)) if c % shards == shard]
     todo = [c for c in mine if c not in done]
     summary = ExtractSummary(out, resumed_chunks=len(mine) - len(todo))
-    mean, std = normalization(protocol.transform, backbone.input.mean, backbone.input.std)
     offsets = np.cumsum([0] + [len(c) for c in chunks])
-    dataset = ClipDataset(items, protocol, mean, std, threads=1 if cfg.workers > 0 else 0)
-    loader = DataLoader(dataset, batch_sampler=[list(range(offsets[c], offsets[c + 1])) for c in todo],
-                        num_workers=cfg.workers, collate_fn=_collate, worker_init_fn=_worker_init)
+    loader = clip_loader(items, protocol, backbone, [list(range(offsets[c], offsets[c + 1])) for c in todo], cfg.workers)
     total = sum(len(chunks[c]) for c in mine)
     with bar(total, f"extract {backbone.name} {protocol.name}", "clip", cfg.quiet, initial=total - sum(len(chunks[c]) for c in todo)) as progress:
         for chunk_index, samples in zip(todo, loader):

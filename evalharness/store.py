@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .checksum import sha256_files
 from .environment import utc_now
 from .errors import StoreError
 
@@ -630,10 +631,4 @@ class EmbeddingFile:
         return stride, size
 
     def file_sha256(self) -> str:
-        import hashlib
-
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return sha256_files([self.path])

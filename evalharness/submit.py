@@ -11,7 +11,6 @@ the folder unchanged and two submissions cannot interleave.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import resource
@@ -19,13 +18,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from .datasets import Item, Manifest, resolve_manifest
 from .errors import HarnessError
+from .locking import locked
 from .probes import probes_for, run_probe
 from .protocol import Protocol, load_protocol
 from .report import board, render
@@ -77,16 +76,6 @@ def stored_card(folder: Path, name: str) -> tuple[Protocol, Manifest]:
     if manifest.hash != data["manifest_hash"]:
         raise HarnessError(f"{base / 'manifest.json'}: manifest hash does not match its contents (edited by hand?)")
     return protocol, manifest
-
-
-@contextmanager
-def _locked(folder: Path):
-    with open(folder / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _limits(memory: int, seconds: int):
@@ -151,7 +140,7 @@ def submit(path: str | Path, folder: str | Path, dry_run: bool = False) -> list[
         records = [run_probe(name, canonical, protocol, manifest=manifest) for name in probes_for(protocol, "all")]
         if dry_run:
             return records
-        with _locked(folder):
+        with locked(folder):
             stored = folder / "submissions" / f"{slug(verdict['model'])}--{protocol.name}.h5"
             stored.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(canonical, stored.with_name(stored.name + ".tmp"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -56,3 +57,19 @@ class Backbone(ABC):
 
     def to(self, device: torch.device) -> Backbone:
         return self
+
+
+@dataclass
+class ModuleBackbone(Backbone):
+    """A backbone around a torch module (hf, timm, torchvision): moved with `to`, and the adapter's
+    facts (architecture, pooling, preprocessing, weight files) added to its recorded config."""
+
+    model: Any = None
+    extra: dict = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> ModuleBackbone:
+        self.model.to(device)
+        return self
+
+    def config(self) -> dict:
+        return {**super().config(), **self.extra}

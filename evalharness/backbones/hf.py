@@ -8,15 +8,16 @@ and the whole preprocessing block is recorded in the embedding file.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import HarnessError
-from .base import Backbone, InputSpec
-from .loading import require, sha256_files
+from ..checksum import sha256_files
+from .base import InputSpec, ModuleBackbone
+from .loading import require
 
 # model_type -> how a clip becomes one vector
 POOLING = {
@@ -92,20 +93,14 @@ def _input(config: Any, kind: str) -> tuple[int | None, int | None]:
 
 
 @dataclass
-class HFModel(Backbone):
+class HFModel(ModuleBackbone):
     """A transformers model with the pooling its family uses (see POOLING)."""
 
-    model: Any = None
     kind: str = ""
     tokenizer: Any = None
     patch: int = 0
     prefix_tokens: int = 0
     max_text_tokens: int = 77
-    extra: dict = field(default_factory=dict)
-
-    def to(self, device: torch.device) -> HFModel:
-        self.model.to(device)
-        return self
 
     def embed(self, clips: torch.Tensor) -> torch.Tensor:
         m, kind = self.model, self.kind
@@ -140,9 +135,6 @@ class HFModel(Backbone):
                                 return_tensors="pt")
         device = next(self.model.parameters()).device
         return _pooled(self.model.get_text_features(**{k: v.to(device) for k, v in tokens.items()}))
-
-    def config(self) -> dict:
-        return {**super().config(), **self.extra}
 
 
 def build(name: str, weights: str | None) -> HFModel:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,16 +21,6 @@ def require(module: str, extra: str, spec: str) -> ModuleType:
     except ImportError as exc:
         raise HarnessError(f"model '{spec}' needs {module}, which is not importable ({exc}); "
                            f"install it with: pip install 'evalharness[{extra}]'") from None
-
-
-def sha256_files(paths: Iterable[Path]) -> str:
-    """sha256 of the files' bytes in the given order (one weight file, or a sharded checkpoint)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            while block := handle.read(1 << 22):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: Path, spec: str) -> dict[str, torch.Tensor]:

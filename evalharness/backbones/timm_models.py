@@ -7,25 +7,21 @@ as such; for throughput runs). Nothing is downloaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import HarnessError
-from .base import Backbone, InputSpec
-from .loading import RANDOM, load_weights, read_state_dict, require, sha256_files
+from ..checksum import sha256_files
+from .base import InputSpec, ModuleBackbone
+from .loading import RANDOM, load_weights, read_state_dict, require
 
 
 @dataclass
-class TimmModel(Backbone):
-    model: Any = None
-    extra: dict = field(default_factory=dict)
-
-    def to(self, device: torch.device) -> TimmModel:
-        self.model.to(device)
-        return self
+class TimmModel(ModuleBackbone):
+    """A timm image model applied to every frame; clip vector = mean of the frame features."""
 
     def embed(self, clips: torch.Tensor) -> torch.Tensor:
         b, t = clips.shape[:2]
@@ -36,9 +32,6 @@ class TimmModel(Backbone):
             return super().dense(frames)
         maps = self.model.forward_intermediates(frames, indices=1, intermediates_only=True, output_fmt="NCHW")[-1]
         return maps.permute(0, 2, 3, 1)
-
-    def config(self) -> dict:
-        return {**super().config(), **self.extra}
 
 
 def _cached_folder(hub_id: str, spec: str) -> Path:

@@ -7,15 +7,16 @@ come from the model's Kinetics-400 weights preset and are recorded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import HarnessError
-from .base import Backbone, InputSpec
-from .loading import RANDOM, load_weights, read_state_dict, require, sha256_files
+from ..checksum import sha256_files
+from .base import InputSpec, ModuleBackbone
+from .loading import RANDOM, load_weights, read_state_dict, require
 
 # name -> the attribute holding the classification head
 HEADS = {"r3d_18": "fc", "mc3_18": "fc", "r2plus1d_18": "fc", "s3d": "classifier", "mvit_v1_b": "head",
@@ -25,19 +26,11 @@ _FIXED = {"mvit_v1_b": (16, 224), "mvit_v2_s": (16, 224)}
 
 
 @dataclass
-class TorchvisionModel(Backbone):
-    model: Any = None
-    extra: dict = field(default_factory=dict)
-
-    def to(self, device: torch.device) -> TorchvisionModel:
-        self.model.to(device)
-        return self
+class TorchvisionModel(ModuleBackbone):
+    """A torchvision video classifier without its head; input (B, C, T, H, W)."""
 
     def embed(self, clips: torch.Tensor) -> torch.Tensor:
         return self.model(clips.permute(0, 2, 1, 3, 4)).flatten(1)
-
-    def config(self) -> dict:
-        return {**super().config(), **self.extra}
 
 
 def _weights_file(preset: Any, weights: str | None, spec: str) -> Path:

@@ -20,17 +20,17 @@ import time
 from pathlib import Path
 
 import torch
+
 from evalharness.backbones import build_backbone
+from evalharness.cards import load_protocol
 from evalharness.datasets import resolve_manifest
 from evalharness.extract import ExtractConfig, autocast, clip_loader, extract
-from evalharness.protocol import load_protocol
 
 
-def decode_rate(protocol, items, backbone, workers: int, batch: int) -> float:
-    batches = [list(range(i, min(i + batch, len(items)))) for i in range(0, len(items), batch)]
-    loader = clip_loader(items, protocol, backbone, batches, workers)
+def decode_rate(protocol, items, backbone, workers: int) -> float:
+    loader = clip_loader(items, protocol, backbone, list(range(len(items))), workers)
     start = time.perf_counter()
-    count = sum(len(samples) for samples in loader)
+    count = sum(1 for _ in loader)
     return count / (time.perf_counter() - start)
 
 
@@ -84,7 +84,7 @@ def main() -> None:
     backbone = build_backbone(args.model, args.weights).to(torch.device(args.device))
     cfg = ExtractConfig(batch_size=args.batch_size, workers=args.workers, device=args.device, autocast=args.autocast,
                         quiet=True)
-    decode = decode_rate(protocol, items, backbone, args.workers, args.batch_size)
+    decode = decode_rate(protocol, items, backbone, args.workers)
     compute = compute_rate(protocol, backbone, cfg, args.compute_batches)
     samples: list[float] = []
     stop = threading.Event()
@@ -98,7 +98,8 @@ def main() -> None:
     util = f"{statistics.mean(samples):.0f}% (n={len(samples)})" if samples else "n/a"
     bound = "decode-bound" if decode < compute else "compute-bound"
     name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
-    print("| model | device | card | clips | workers | batch | decode clips/s | model clips/s | extract clips/s | GPU util | verdict |")
+    print("| model | device | card | clips | workers | batch | decode clips/s | model clips/s | extract clips/s | GPU util "
+          "| verdict |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.model} | {name} {args.autocast} | {protocol.name} ({protocol.views.total} views) | "
           f"{summary.embedded + len(summary.failures)} | {args.workers} | {args.batch_size} | {decode:.2f} | {compute:.2f} | "

@@ -144,7 +144,7 @@ def measure(name: str, size: str, device: str, repeat: int) -> dict:
         proc.start()
         runs.append(queue.get())
         proc.join()
-    result, peak = runs[0]
+    result = runs[0][0]
     seconds = sorted(r[0][0] for r in runs)
     out = {"method": name, "size": size, "seconds": float(np.median(seconds)), "all_seconds": seconds,
            "accuracy": result[1], "peak_gib": max(p for _, p in runs)}
@@ -167,7 +167,8 @@ def main() -> None:
             row = measure(name, size, args.device, args.repeat)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\n{platform.processor() or platform.machine()}, {mp.cpu_count()} cores, device {args.device}, python {sys.version.split()[0]}")
+    print(f"\n{platform.processor() or platform.machine()}, {mp.cpu_count()} cores, device {args.device}, "
+          f"python {sys.version.split()[0]}")
     print("| size | probe | ours s | scikit-learn s | ratio | ours acc | sklearn acc | ours peak GiB | sklearn peak GiB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:

@@ -1,10 +1,12 @@
-"""sha256 of files' bytes, streamed: weight files and embedding files are hashed the same way."""
+"""Hashes: sha256 of files' bytes, streamed, and of canonical JSON (the form every hash in the harness is taken of)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 
 def sha256_files(paths: Iterable[Path]) -> str:
@@ -15,3 +17,13 @@ def sha256_files(paths: Iterable[Path]) -> str:
             while block := handle.read(1 << 22):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace, ASCII only: the byte form cards, manifests and records are hashed in."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def sha256_json(obj: Any) -> str:
+    """sha256 of `obj`'s canonical JSON."""
+    return hashlib.sha256(canonical_json(obj).encode("ascii")).hexdigest()

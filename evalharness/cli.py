@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import yaml
 
-from .errors import HarnessError
+from .errors import ChunkingError, HarnessError, OtherRunError
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -32,7 +32,7 @@ def cli() -> None:
 @click.argument("name", required=False)
 def protocols(name: str | None) -> None:
     """List the shipped protocol cards, or print one (name or path) resolved."""
-    from .protocol import load_protocol, shipped_cards
+    from .cards import load_protocol, shipped_cards
 
     if name is None:
         for card in sorted(shipped_cards()):
@@ -71,8 +71,8 @@ def manifest(card: str, data: Path, out: Path | None) -> None:
     import csv
     import io
 
+    from .cards import load_protocol
     from .datasets import resolve_manifest
-    from .protocol import load_protocol
 
     resolved = resolve_manifest(load_protocol(card), data)
     buffer = io.StringIO()
@@ -115,27 +115,33 @@ def model(spec: str, weights: str | None) -> None:
               help="Take shard i of N (chunks c with c % N == i); 'auto' reads torchrun's or Slurm's variables.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: run --shards shards as Ray tasks (one GPU each with --device cuda) on a shared disk.")
-@click.option("--shards", type=int, help="With --engine ray: how many shards (tasks); default one per GPU (cuda) or CPU of the cluster.")
+@click.option("--shards", type=int,
+              help="With --engine ray: how many shards (tasks); default one per GPU (cuda) or CPU of the cluster.")
 @click.option("--ray-address", help="With --engine ray: the cluster to join (default: RAY_ADDRESS or a local instance).")
-@click.option("--batch-size", default=16, show_default=True, help="Clips per chunk and per forward pass.")
+@click.option("--batch-size", default=16, show_default=True,
+              help="Clip views per forward pass; may change when resuming (lower it after running out of GPU memory).")
+@click.option("--chunk-size", type=int,
+              help="Clips per part file (the unit of resume and sharding), fixed per output file "
+                   "[default: the unfinished run's, else 64].")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--workers", default=2, show_default=True, help="Decoding worker processes (0 = decode in the main process).")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Stored embedding type.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Stored embedding type.")
 @click.option("--autocast", type=click.Choice(["none", "bfloat16", "float16"]), default="none", show_default=True,
               help="Mixed-precision forward passes (for GPUs); recorded in the file.")
 @click.option("--allow-failures", is_flag=True, help="Exit 0 even if some clips could not be decoded.")
 @click.option("--retry-failures", is_flag=True, help="Recompute finished chunks that recorded failures.")
 @click.option("--keep-parts", is_flag=True, help="Keep the part files after finalizing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def extract(model, weights, card, data, out, shard, engine, shards, ray_address, batch_size, device, workers, dtype,
-            autocast, allow_failures, retry_failures, keep_parts, quiet):
+def extract(model, weights, card, data, out, shard, engine, shards, ray_address, batch_size, chunk_size, device, workers,
+            dtype, autocast, allow_failures, retry_failures, keep_parts, quiet):
     """Embed every clip of a protocol's dataset with a frozen backbone (resumable, shardable)."""
     from .backbones import build_backbone
-    from .extract import ExtractConfig, extract as run
-    from .protocol import load_protocol
-    from .runners import device_for_rank, run_ray, shard_from_env
+    from .cards import load_protocol
+    from .extract import ExtractConfig, device_for_rank, run_ray, shard_from_env
+    from .extract import extract as run
 
-    cfg = ExtractConfig(batch_size=batch_size, workers=workers, device=device_for_rank(device),
+    cfg = ExtractConfig(batch_size=batch_size, chunk_size=chunk_size, workers=workers, device=device_for_rank(device),
                         shard=shard_from_env() if shard == "auto" else _shard(shard), dtype=dtype, autocast=autocast,
                         retry_failures=retry_failures, keep_parts=keep_parts, quiet=quiet)
     protocol = load_protocol(card)
@@ -143,14 +149,20 @@ def extract(model, weights, card, data, out, shard, engine, shards, ray_address,
         raise HarnessError("--engine ray makes its own shards; use --shards N instead of --shard")
     if engine == "local" and shards is not None:
         raise HarnessError("--shards is for --engine ray; a local run takes --shard i/N or --shard auto")
-    if engine == "ray":
-        summary = run_ray(model, weights, protocol, data, out, cfg, shards, ray_address)
-    else:
-        summary = run(build_backbone(model, weights), protocol, data, out, cfg)
+    try:
+        if engine == "ray":
+            summary = run_ray(model, weights, protocol, data, out, cfg, shards, ray_address)
+        else:
+            summary = run(build_backbone(model, weights), protocol, data, out, cfg)
+    except OtherRunError as exc:
+        raise HarnessError(f"{exc}; or choose another --out") from None
+    except ChunkingError as exc:
+        raise HarnessError(f"{exc} (leave out --chunk-size to resume with the parts' own)") from None
     for vid, reason in summary.failures:
         click.echo(f"failed: {vid}: {reason}", err=True)
-    where = out if summary.finalized else (f"{out}.parts (shard {cfg.shard[0]}/{cfg.shard[1]}; the last shard to finish on this "
-                                           f"disk joins the file, or join copies with `evalharness merge {out} A/{out.name}.parts ...`)")
+    where = out if summary.finalized else (
+        f"{out}.parts (shard {cfg.shard[0]}/{cfg.shard[1]}; the last shard to finish on this disk joins the file, "
+        f"or join copies with `evalharness merge {out} A/{out.name}.parts ...`)")
     click.echo(f"{summary.embedded} clips embedded in {summary.seconds:.1f} s ({summary.clips_per_second:.1f} clips/s), "
                f"{summary.resumed_chunks} chunks resumed, {len(summary.failures)} failed -> {where}")
     if summary.failures and not allow_failures:
@@ -176,9 +188,9 @@ def merge(out: Path, parts: tuple[Path, ...]) -> None:
 @click.option("--data", "-d", type=click.Path(path_type=Path), help="With --protocol: also check ids and manifest hash.")
 def validate(file: Path, card: str | None, data: Path | None) -> None:
     """Check an embedding file; print each problem on one line and exit 1 if there are any."""
+    from .cards import load_protocol
     from .datasets import resolve_manifest
     from .probes.common import conformance_notes
-    from .protocol import load_protocol
     from .store import EmbeddingFile, file_problems
 
     problems = file_problems(file)
@@ -199,24 +211,31 @@ def validate(file: Path, card: str | None, data: Path | None) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--protocol", "-p", "card", required=True, help="Protocol card name or YAML path.")
 @click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="Dataset root (labels come from here).")
-@click.option("--out", "-o", "results", default="results", show_default=True, type=click.Path(path_type=Path), help="Results folder.")
+@click.option("--out", "-o", "results", default="results", show_default=True, type=click.Path(path_type=Path),
+              help="Results folder.")
 @click.option("--allow-mismatch", is_flag=True, help="Score a file from another card/manifest; marked non-conforming.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
               help="labelprop: write predicted masks as DIR/<seq>/<frame>.png (DAVIS results layout).")
 def probe(probe, file, card, data, results, allow_mismatch, device, save_masks):
     """Score an embedding file with PROBE (knn, linear, retrieval, labelprop, or all the card lists)."""
-    from .probes import probes_for, run_probe
-    from .protocol import load_protocol
+    from .cards import load_protocol
     from .results import write_record
+    from .scoring import MismatchError, probes_for, score
 
-    protocol = load_protocol(card)
-    for name in probes_for(protocol, probe):
-        record = run_probe(name, file, protocol, data, allow_mismatch, device, save_masks)
+    def publish(record: dict) -> None:
         head = record["metrics"][record["headline"]]
         path = write_record(record, results)
-        click.echo(f"{record['model']} {protocol.name} {name} {record['headline']}: {100 * head['value']:.2f} "
-                   f"[{100 * head['ci_low']:.2f}, {100 * head['ci_high']:.2f}] -> {path}")
+        click.echo(f"{record['model']} {record['protocol']} {record['probe']} {record['headline']}: "
+                   f"{100 * head['value']:.2f} [{100 * head['ci_low']:.2f}, {100 * head['ci_high']:.2f}] -> {path}")
+
+    protocol = load_protocol(card)
+    options = {"save_masks": save_masks} if save_masks is not None else {}
+    try:
+        score(file, protocol, probes_for(protocol, probe), data_root=data, device=device, allow_mismatch=allow_mismatch,
+              options=options, on_record=publish)
+    except MismatchError as exc:
+        raise HarnessError(f"{exc} (use --allow-mismatch to score anyway, marked non-conforming)") from None
 
 
 @cli.command()
@@ -233,8 +252,8 @@ def compare(result_a: Path, result_b: Path) -> None:
     click.echo("|---|---|---|---|---|")
     mcnemar = out.get("mcnemar")
     p = f"{mcnemar['p_value']:.4g} ({mcnemar['only_a']} vs {mcnemar['only_b']} discordant)" if mcnemar else "n/a"
-    click.echo(f"| {a['protocol']} {a['probe']} (n={d['n']}) | {100 * out['a']:.2f} | {100 * out['b']:.2f} | "
-               f"{100 * d['value']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}] | {p} |")
+    click.echo(f"| {a['protocol']} {a['probe']} (n={d.n}) | {100 * out['a']:.2f} | {100 * out['b']:.2f} | "
+               f"{100 * d.value:+.2f} [{100 * d.ci_low:+.2f}, {100 * d.ci_high:+.2f}] | {p} |")
 
 
 class _ShowByDefault(click.Group):
@@ -310,8 +329,8 @@ def submit(file: Path, folder: Path, dry_run: bool) -> None:
 @click.option("--update", is_flag=True, help="Rewrite the baseline from the current results.")
 def check(results: tuple[Path, ...], baseline: Path, tolerance: float, strict: bool, update: bool) -> None:
     """CI gate: compare headline scores with a baseline; exit 1 on a drop, a missing row or a changed protocol."""
-    from .regress import compare, markdown_report, read_baseline, write_baseline
     from .report import board
+    from .report.regress import compare, markdown_report, read_baseline, write_baseline
     from .results import find_records
 
     current = board(find_records(list(results)))

@@ -6,13 +6,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .cards import load_protocol
 from .datasets.synthetic import SynthConfig, generate
 from .extract import ExtractConfig, extract
-from .probes import probes_for, run_probe
 from .progress import bar
-from .protocol import load_protocol
-from .report import markdown
+from .report import board, render
 from .results import slug, write_record
+from .scoring import score
 
 MODELS = ("builtin:pixels", "builtin:stats")
 CARDS = ("synthetic-appearance", "synthetic-motion")
@@ -35,11 +35,10 @@ def run_demo(out: str | Path, workers: int = 2, quiet: bool = False, echo: Calla
             path = out / "embeddings" / slug(model) / f"{card}.h5"
             summary = extract(model, protocol, data, path, ExtractConfig(batch_size=16, workers=workers, quiet=quiet))
             echo(f"embeddings {model} {card}: {path} ({summary.embedded} clips, {summary.clips_per_second:.1f} clips/s)")
-            for probe in probes_for(protocol, "all"):
-                record = run_probe(probe, path, protocol, data)
+            for record in score(path, protocol, data_root=data):
                 records.append(record)
-                echo(f"result {model} {card} {probe}: {write_record(record, out / 'results')}")
-    table = markdown(records)
+                echo(f"result {model} {card} {record['probe']}: {write_record(record, out / 'results')}")
+    table = render(board(records))
     (out / "leaderboard.md").write_text(table + "\n", encoding="utf-8")
     echo(f"leaderboard: {out / 'leaderboard.md'} (demo took {time.perf_counter() - started:.0f} s)")
     return table

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import platform
 import sys
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from datetime import datetime, timezone
 
 from . import __version__
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def environment(device: str = "cpu", dtype: str = "float32", **extra) -> dict:

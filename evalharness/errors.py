@@ -21,5 +21,13 @@ class StoreError(HarnessError):
     """An embedding file is invalid, incomplete or from another protocol."""
 
 
+class OtherRunError(StoreError):
+    """An output file or parts folder already holds another run's embeddings (another model, card or settings)."""
+
+
+class ChunkingError(StoreError):
+    """Parts of an unfinished run were cut into chunks of another size than the one asked for."""
+
+
 class ProbeError(HarnessError):
     """A probe cannot score the given file (mismatched protocol, missing ids, bad config)."""

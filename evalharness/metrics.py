@@ -1,13 +1,28 @@
-"""Metrics and their uncertainty: top-k accuracy, mean per-class accuracy, percentile bootstrap CIs."""
+"""Metrics and their uncertainty: top-k accuracy, mean per-class accuracy, DAVIS J and F, percentile bootstrap CIs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 RESAMPLES = 1000
 SEED = 0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric over test items with its 95% CI, the number of items, and which direction is better."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+    higher_is_better: bool = True
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def ranked_classes(scores: np.ndarray, top: int) -> np.ndarray:
@@ -38,24 +53,29 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, resamples: in
     return float(low), float(high)
 
 
-def accuracy_metric(correct: np.ndarray, labels: np.ndarray | None = None, per_class: bool = False) -> dict:
-    """Value, 95% bootstrap CI and n of an accuracy (plain or mean per class) over test items."""
+def estimate(statistic: Callable[[np.ndarray], float], n: int, higher_is_better: bool = True) -> Estimate:
+    """statistic(indices) over all n items, with its percentile bootstrap 95% CI over items resampled with replacement."""
+    low, high = bootstrap_ci(statistic, n)
+    return Estimate(float(statistic(np.arange(n))), low, high, int(n), higher_is_better)
+
+
+def mean_estimate(values: np.ndarray, higher_is_better: bool = True) -> Estimate:
+    """The mean of per-item values (hits, ranks, J&F of objects, paired differences) with its CI."""
+    values = np.asarray(values, dtype=np.float64)
+    return estimate(lambda idx: float(values[idx].mean()), len(values), higher_is_better)
+
+
+def accuracy_estimate(correct: np.ndarray, labels: np.ndarray | None = None, per_class: bool = False) -> Estimate:
+    """An accuracy over test items, plain or the mean of per-class accuracies."""
     correct = np.asarray(correct, dtype=bool)
     if per_class:
-        value = mean_per_class(correct, labels)
-        low, high = bootstrap_ci(lambda idx: mean_per_class(correct[idx], labels[idx]), len(correct))
-    else:
-        value = float(correct.mean())
-        low, high = bootstrap_ci(lambda idx: float(correct[idx].mean()), len(correct))
-    return {"value": value, "ci_low": low, "ci_high": high, "n": int(len(correct))}
+        return estimate(lambda idx: mean_per_class(correct[idx], labels[idx]), len(correct))
+    return estimate(lambda idx: float(correct[idx].mean()), len(correct))
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+def paired_difference(a: np.ndarray, b: np.ndarray) -> Estimate:
     """Mean of a minus mean of b over the same items, with a paired percentile bootstrap 95% CI."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    diff = a - b
-    low, high = bootstrap_ci(lambda idx: float(diff[idx].mean()), len(diff), resamples, seed)
-    return {"value": float(diff.mean()), "ci_low": low, "ci_high": high, "n": int(len(diff))}
+    return mean_estimate(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
 
 
 def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
@@ -125,14 +145,7 @@ def boundary_f(truth: np.ndarray, mask: np.ndarray, threshold: float = 0.008) ->
 
 def davis_object_scores(truth: np.ndarray, predicted: np.ndarray, object_id: int) -> dict:
     """Per-object J and F over frames 1..T-2 (first and last excluded): mean and recall (share above 0.5)."""
-    j = np.array([region_j(t == object_id, p == object_id) for t, p in zip(truth[1:-1], predicted[1:-1])])
-    f = np.array([boundary_f(t == object_id, p == object_id) for t, p in zip(truth[1:-1], predicted[1:-1])])
+    j = np.array([region_j(t == object_id, p == object_id) for t, p in zip(truth[1:-1], predicted[1:-1], strict=True)])
+    f = np.array([boundary_f(t == object_id, p == object_id) for t, p in zip(truth[1:-1], predicted[1:-1], strict=True)])
     return {"J": float(j.mean()), "F": float(f.mean()), "J_recall": float((j > 0.5).mean()),
             "F_recall": float((f > 0.5).mean()), "J_frames": j.tolist(), "F_frames": f.tolist()}
-
-
-def mean_metric(values: np.ndarray) -> dict:
-    """Mean with a 95% percentile bootstrap CI over the items (objects, queries)."""
-    values = np.asarray(values, dtype=np.float64)
-    low, high = bootstrap_ci(lambda idx: float(values[idx].mean()), len(values))
-    return {"value": float(values.mean()), "ci_low": low, "ci_high": high, "n": int(len(values))}

@@ -1,4 +1,8 @@
-"""Result records (JSON, schema `evalharness.result` v1): writing, validated loading, discovery."""
+"""Result records (JSON, schema `evalharness.result` v2): assembling, writing, validated loading, discovery, comparison.
+
+v2 adds `higher_is_better` to every metric; v1 records are read by declaring the only
+lower-is-better metrics v1 ever wrote (retrieval's median and mean ranks).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,43 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
+from .cards import shipped_cards, shipped_protocol
+from .environment import environment, utc_now
 from .errors import HarnessError
 from .metrics import mcnemar_exact, paired_difference
+from .probes import ProbeOutcome
+from .protocol import Protocol
 
 FORMAT = "evalharness.result"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REQUIRED = {
     "format": str, "schema_version": int, "model": str, "model_revision": str, "protocol": str,
     "protocol_version": int, "extraction_hash": str, "probe_hash": str, "manifest_hash": str,
     "embedding_file": dict, "probe": str, "config": dict, "chosen": dict, "headline": str, "metrics": dict,
     "conforming": bool, "harness_version": str, "environment": dict, "timings": dict, "created_utc": str,
 }
+# what schema v1 wrote as lower-is-better, by probe (v1 records carry no direction of their own)
+V1_LOWER_IS_BETTER = {"retrieval": {"t2v_MdR", "t2v_MnR", "v2t_MdR", "v2t_MnR"}}
+
+
+def make_record(*, model: str, model_revision: str, protocol: Protocol, manifest_hash: str, embedding_file: dict,
+                probe: str, config: dict, outcome: ProbeOutcome, conforming: bool, notes: list[str], device: str,
+                timings: dict) -> dict:
+    """A result record of one probe's outcome on one embedding file under one card."""
+    return {
+        "format": FORMAT, "schema_version": SCHEMA_VERSION,
+        "model": model, "model_revision": model_revision,
+        "protocol": protocol.name, "protocol_version": protocol.version,
+        "extraction_hash": protocol.extraction_hash, "probe_hash": protocol.probe_hash, "manifest_hash": manifest_hash,
+        "embedding_file": embedding_file,
+        "probe": probe, "config": config, "chosen": outcome.chosen,
+        "headline": outcome.headline, "metrics": {name: e.as_dict() for name, e in outcome.metrics.items()},
+        "predictions": outcome.predictions,
+        "conforming": conforming, "notes": notes,
+        "harness_version": __version__, "environment": environment(device),
+        "timings": timings, "created_utc": utc_now(),
+    }
 
 
 def slug(text: str) -> str:
@@ -31,17 +61,30 @@ def record_path(results_dir: Path, record: dict) -> Path:
     return Path(results_dir) / slug(record["model"]) / record["protocol"] / f"{record['probe']}.json"
 
 
+def _upgrade_v1(record: dict) -> dict:
+    lower = V1_LOWER_IS_BETTER.get(record.get("probe"), set())
+    metrics = record.get("metrics")
+    if isinstance(metrics, dict):
+        record["metrics"] = {name: ({**m, "higher_is_better": name not in lower} if isinstance(m, dict) else m)
+                             for name, m in metrics.items()}
+    record["schema_version"] = SCHEMA_VERSION
+    return record
+
+
 def check_record(record: object, where: str) -> dict:
-    """Schema check of a loaded record; problems name the file and the field."""
+    """Schema check of a loaded record (v1 upgraded on the way); problems name the file and the field."""
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise HarnessError(f"{where}: not an evalharness result record")
+    if record.get("schema_version") == 1:
+        record = _upgrade_v1(record)
     if record.get("schema_version") != SCHEMA_VERSION:
         raise HarnessError(f"{where}: schema_version {record.get('schema_version')!r}, this harness reads {SCHEMA_VERSION}")
     for key, kind in REQUIRED.items():
         if not isinstance(record.get(key), kind) or (kind is int and isinstance(record.get(key), bool)):
             raise HarnessError(f"{where}: field '{key}' missing or not a {kind.__name__}")
     headline = record["metrics"].get(record["headline"])
-    if not isinstance(headline, dict) or not all(isinstance(headline.get(k), (int, float)) for k in ("value", "ci_low", "ci_high")):
+    if (not isinstance(headline, dict) or not isinstance(headline.get("higher_is_better"), bool)
+            or not all(isinstance(headline.get(k), (int, float)) for k in ("value", "ci_low", "ci_high"))):
         raise HarnessError(f"{where}: headline metric '{record['headline']}' missing or malformed")
     return record
 
@@ -67,11 +110,9 @@ def load_record(path: str | Path) -> dict:
 
 def check_against_card(record: dict, where: str) -> None:
     """A record naming a shipped card at that card's version must carry that card's hashes."""
-    from .protocol import load_protocol, shipped_cards
-
     if record["protocol"] not in shipped_cards():
         return
-    card = load_protocol(record["protocol"])
+    card = shipped_protocol(record["protocol"])
     if card.version != record["protocol_version"]:
         return
     for key in ("extraction_hash", "probe_hash"):

@@ -20,7 +20,8 @@ def uniform_indices(n: int, count: int, views: int) -> np.ndarray:
 
 
 def dense_indices(n: int, count: int, stride: int, views: int) -> np.ndarray:
-    """Strided clips of span (count - 1) * stride + 1, starts spread evenly (round half up); short videos repeat the last frame."""
+    """Strided clips of span (count - 1) * stride + 1, starts spread evenly (round half up); short videos repeat
+    the last frame."""
     span = (count - 1) * stride + 1
     offsets = np.arange(count, dtype=np.int64) * stride
     if n < span:

@@ -22,14 +22,16 @@ from pathlib import Path
 
 import yaml
 
+from .cards import load_protocol
 from .datasets import Item, Manifest, resolve_manifest
-from .errors import HarnessError
+from .errors import HarnessError, StoreError
 from .locking import locked
-from .probes import probes_for, run_probe
-from .protocol import Protocol, load_protocol
+from .protocol import Protocol
 from .report import board, render
 from .results import find_records, slug, write_record
-from .store import EmbeddingFile, file_problems, write_canonical
+from .scoring import score
+from .store import write_canonical
+from .store.checks import READ_ERRORS
 
 CONFIG = "leaderboard.json"
 DEFAULT_MAX_BYTES = 64 << 30
@@ -101,23 +103,27 @@ def check_in_child(path: Path, copy_to: Path, memory: int = CHILD_MEMORY, second
 
 
 def _child(path: Path, copy_to: Path) -> dict:
-    """In the child: every check of the reader, then copy the arrays we accept into a file of our own."""
-    problems = file_problems(path)
-    if problems:
-        return {"problems": problems}
-    with EmbeddingFile(path) as f:
-        write_canonical(f, copy_to)
-        return {"problems": [], "protocol": f.header.protocol, "model": f.header.model, "items": len(f.ids)}
+    """In the child: every check of the reader, made while copying the arrays we accept into a file of our own
+    (one read of the values)."""
+    try:
+        header, items = write_canonical(path, copy_to)
+    except StoreError as exc:
+        return {"problems": [str(exc)]}
+    except READ_ERRORS as exc:
+        return {"problems": [f"{path}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"]}
+    return {"problems": [], "protocol": header.protocol, "model": header.model, "items": items}
 
 
 def submit(path: str | Path, folder: str | Path, dry_run: bool = False) -> list[dict]:
-    """Validate, copy, score with the folder's labels, append the results and rebuild the tables."""
+    """Validate and copy in the sandbox, score the copy with the folder's labels (a file of another card or
+    manifest, or lacking clips, is refused), append the results and rebuild the tables."""
     path, folder = Path(path), Path(folder)
     config = _config(folder)
     if not path.is_file():
         raise HarnessError(f"{path}: file not found")
     if path.stat().st_size > config["max_file_bytes"]:
-        raise HarnessError(f"{path}: {path.stat().st_size} bytes, more than this leaderboard accepts ({config['max_file_bytes']})")
+        raise HarnessError(f"{path}: {path.stat().st_size} bytes, more than this leaderboard accepts "
+                           f"({config['max_file_bytes']})")
     with tempfile.TemporaryDirectory(prefix="evalharness-submit-") as tmp:
         canonical = Path(tmp) / "canonical.h5"
         verdict = check_in_child(path, canonical)
@@ -127,17 +133,7 @@ def submit(path: str | Path, folder: str | Path, dry_run: bool = False) -> list[
             raise HarnessError(f"{path}: protocol '{verdict['protocol']}' is not on this leaderboard "
                                f"(it has: {', '.join(config['protocols'])})")
         protocol, manifest = stored_card(folder, verdict["protocol"])
-        with EmbeddingFile(canonical) as f:
-            if f.header.extraction_hash != protocol.extraction_hash:
-                raise HarnessError(f"{path}: extraction_hash {f.header.extraction_hash[:12]} is not card "
-                                   f"{protocol.name}'s {protocol.extraction_hash[:12]}")
-            if f.header.manifest_hash != manifest.hash:
-                raise HarnessError(f"{path}: manifest_hash {f.header.manifest_hash[:12]} is not this leaderboard's "
-                                   f"{manifest.hash[:12]} (other clips, labels or splits)")
-            missing = sorted(set(manifest.ids) - set(f.ids))
-            if missing:
-                raise HarnessError(f"{path}: lacks {len(missing)} of the {len(manifest.ids)} clips, e.g. '{missing[0]}'")
-        records = [run_probe(name, canonical, protocol, manifest=manifest) for name in probes_for(protocol, "all")]
+        records = score(canonical, protocol, manifest=manifest, values_checked=True, shown_as=path)
         if dry_run:
             return records
         with locked(folder):

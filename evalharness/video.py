@@ -45,7 +45,7 @@ def _reason(exc: Exception) -> str:
     return str(text).splitlines()[0] if text else type(exc).__name__
 
 
-def _frames(path: Path, threads: int, stop_after: int | None = None):
+def _frames(path: Path, threads: int):
     """Yield decoded frames in presentation order, closing the container however iteration ends."""
     container, stream = _open(path, threads)
     count = 0
@@ -53,8 +53,6 @@ def _frames(path: Path, threads: int, stop_after: int | None = None):
         for frame in container.decode(stream):
             yield frame
             count += 1
-            if stop_after is not None and count > stop_after:
-                return
     except av.FFmpegError as exc:
         raise DecodeError(f"{path}: decoding failed after {count} frames ({_reason(exc)})") from None
     finally:
@@ -82,34 +80,6 @@ def _load_image(path: Path) -> np.ndarray:
 
 def _rgb(frame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
-
-
-def count_frames(path: str | os.PathLike, threads: int = 0) -> int:
-    """Number of decodable frames, counted by decoding the whole stream (or the images of a frame folder)."""
-    path = Path(path)
-    if path.is_dir():
-        return len(_image_files(path))
-    return sum(1 for _ in _frames(path, threads))
-
-
-def decode_at(path: str | os.PathLike, indices: Sequence[int], threads: int = 0) -> np.ndarray:
-    """RGB frames (len(indices), H, W, 3) uint8 at the given presented-frame indices; decoding stops after the last one."""
-    wanted = np.asarray(indices, dtype=np.int64)
-    if wanted.size == 0:
-        raise DecodeError(f"{path}: no frame indices requested")
-    needed = set(int(i) for i in wanted)
-    last = int(wanted.max())
-    got: dict[int, np.ndarray] = {}
-    seen = 0
-    for i, frame in enumerate(_frames(Path(path), threads, stop_after=last)):
-        seen = i + 1
-        if i in needed:
-            got[i] = _rgb(frame)
-        if i >= last:
-            break
-    if last not in got:
-        raise DecodeError(f"{path}: frame {last} requested but the video has only {seen} frames")
-    return np.stack([got[int(i)] for i in wanted])
 
 
 def read_sampled(path: str | os.PathLike, choose: Callable[[int], np.ndarray],
@@ -155,10 +125,11 @@ def spatial_views(frames: torch.Tensor, crop: int | None, views: int) -> torch.T
     if crop is None:
         return frames.unsqueeze(0)
     h, w = frames.shape[-2:]
-    return torch.stack([frames[..., t:t + crop, l:l + crop] for t, l in crop_offsets(h, w, crop, views)])
+    return torch.stack([frames[..., top:top + crop, left:left + crop] for top, left in crop_offsets(h, w, crop, views)])
 
 
-def normalization(transform: Transform, model_mean: Sequence[float], model_std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+def normalization(transform: Transform, model_mean: Sequence[float],
+                  model_std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean and std the card asks for: the model's own, or the card's fixed values."""
     if transform.normalize == "model":
         mean, std = model_mean, model_std

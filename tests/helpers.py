@@ -1,15 +1,40 @@
-"""Builders for embedding files with chosen vectors and a CSV manifest (no videos needed to probe)."""
+"""Builders for embedding files with chosen vectors and a CSV manifest (no videos needed to probe), a reference
+decoder, and a one-probe shortcut through the scoring path."""
 
 from __future__ import annotations
 
 import json
 
+import av
 import numpy as np
 import yaml
 
+from evalharness.cards import load_protocol
 from evalharness.datasets import resolve_manifest
-from evalharness.protocol import load_protocol
-from evalharness.store import Chunk, Header, finalize, write_part
+from evalharness.scoring import score
+from evalharness.store import Chunk, Header, TextEmbeddings, finalize, write_part, write_text_part
+
+
+def probe(name, path, protocol, root, **kwargs):
+    """The record of one probe, scored as `evalharness probe NAME` does."""
+    return score(path, protocol, [name], data_root=root, **kwargs)[0]
+
+
+def decode_all(path) -> np.ndarray:
+    """Every frame of a video as RGB, by PyAV's plain sequential decode (the reference the harness is checked against)."""
+    with av.open(str(path), metadata_errors="ignore") as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])
+
+
+def write_file(parts, header, out, chunks, views=1, temporal_views=1, dtype="float32", chunk_size=None, text=None):
+    """An embedding file written as extraction writes one: each chunk a part, then finalize."""
+    parts.mkdir(parents=True, exist_ok=True)
+    size = chunk_size or max(len(c.ids) + len(c.failures) for c in chunks)
+    for index, chunk in enumerate(chunks):
+        write_part(parts, header, index, len(chunks), size, chunk, views, temporal_views, dtype)
+    if text is not None:
+        write_text_part(parts, header, text)
+    return finalize([parts], out)
 
 
 def clustered(rng, n, dim, n_classes, centres, views=None):
@@ -30,7 +55,7 @@ def build_file(folder, train_x, train_y, test_x, test_y, name="hand", probes=Non
     root = folder / "data"
     root.mkdir(parents=True, exist_ok=True)
     (root / "manifest.csv").write_text("id,path,label,split\n" + "".join(
-        f"{i},{i}.mp4,c{l},{s}\n" for i, l, s in zip(ids, labels, splits)))
+        f"{i},{i}.mp4,c{label},{s}\n" for i, label, s in zip(ids, labels, splits, strict=True)))
     dataset = {"adapter": "manifest", "train": "train", "test": "test"}
     if text is not None:
         (root / "captions.csv").write_text("video_id,caption\n" + "".join(f"{v},{c}\n" for v, c in text["captions"]))
@@ -43,23 +68,14 @@ def build_file(folder, train_x, train_y, test_x, test_y, name="hand", probes=Non
     protocol = load_protocol(card)
     manifest = resolve_manifest(protocol, root)
     all_x = np.concatenate([train_x, test_x])
-    vectors = dict(zip(ids, all_x if all_x.ndim == 3 else all_x[:, None, :]))
+    vectors = dict(zip(ids, all_x if all_x.ndim == 3 else all_x[:, None, :], strict=True))
     header = Header(model="m", model_revision="", weights_sha256="", model_config="{}", protocol=name,
                     protocol_version=1, extraction_hash=protocol.extraction_hash, protocol_json="{}",
                     manifest_hash=manifest.hash, harness_version="0", environment=json.dumps({}))
-    parts = folder / f"{name}.parts"
-    parts.mkdir()
     order = manifest.ids
     clip = np.stack([vectors[i] for i in order]).astype(np.float32)
-    write_part(parts, header, 0, 1, Chunk(order, clip, np.zeros((len(order), 1, 4), np.int32)))
-    path = finalize([parts], folder / f"{name}.h5")
-    if text is not None:
-        import h5py
-
-        with h5py.File(path, "r+") as f:
-            group = f.create_group("text")
-            string = h5py.string_dtype()
-            group.create_dataset("ids", data=np.array(text["ids"], dtype=object), dtype=string)
-            group.create_dataset("video_ids", data=np.array([v for v, _ in text["captions"]], dtype=object), dtype=string)
-            group.create_dataset("embeddings", data=np.asarray(text["embeddings"], dtype=np.float32))
+    captions = None if text is None else TextEmbeddings(list(text["ids"]), [v for v, _ in text["captions"]],
+                                                        np.asarray(text["embeddings"], dtype=np.float32))
+    path = write_file(folder / f"{name}.parts", header, folder / f"{name}.h5",
+                      [Chunk(order, clip, np.zeros((len(order), 1, 4), np.int32))], views=clip.shape[1], text=captions)
     return path, protocol, root

@@ -33,7 +33,7 @@ def moving_square(step: int) -> torch.Tensor:
 
 
 def test_block_matching_motion_sees_direction_and_speed():
-    right, left, fast = motion_histogram(moving_square(1)), motion_histogram(moving_square(-1)), motion_histogram(moving_square(2))
+    right, left, fast = (motion_histogram(moving_square(step)) for step in (1, -1, 2))
     # bins: magnitude-major (3) x direction (8), direction bin 0 = +x, bin 4 = -x
     assert int(torch.argmax(right[:24]) % 8) == 0
     assert int(torch.argmax(left[:24]) % 8) == 4

@@ -16,11 +16,15 @@ def test_protocols_lists_and_prints_cards():
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["extract", "-m", "builtin:pixels", "-p", "no-such-card", "-d", ".", "-o", "x.h5"], "error: protocol no-such-card: no such file"),
+    (["extract", "-m", "builtin:pixels", "-p", "no-such-card", "-d", ".", "-o", "x.h5"],
+     "error: protocol no-such-card: no such file"),
     (["extract", "-m", "magic:model", "-p", "{card}", "-d", "{data}", "-o", "{tmp}/x.h5"], "unknown model prefix"),
-    (["extract", "-m", "builtin:pixels", "-p", "synthetic-motion", "-d", "{data}", "-o", "{tmp}/x.h5"], "clips is 30 but the card needs 360"),
-    (["extract", "-m", "builtin:pixels", "-p", "synthetic-motion", "-d", "{tmp}/nowhere", "-o", "{tmp}/x.h5"], "data root is not a directory"),
-    (["extract", "-m", "builtin:pixels", "-p", "synthetic-motion", "-d", "{data}", "-o", "{tmp}/x.h5", "--shard", "2/2"], "need 0 <= i < N"),
+    (["extract", "-m", "builtin:pixels", "-p", "synthetic-motion", "-d", "{data}", "-o", "{tmp}/x.h5"],
+     "clips is 30 but the card needs 360"),
+    (["extract", "-m", "builtin:pixels", "-p", "synthetic-motion", "-d", "{tmp}/nowhere", "-o", "{tmp}/x.h5"],
+     "data root is not a directory"),
+    (["extract", "-m", "builtin:pixels", "-p", "synthetic-motion", "-d", "{data}", "-o", "{tmp}/x.h5", "--shard", "2/2"],
+     "need 0 <= i < N"),
     (["validate", "{tmp}/missing.h5"], "missing.h5: file not found"),
     (["probe", "labelprop", "{tmp}/missing.h5", "-p", "synthetic-motion", "-d", "{data}"], "does not define probe 'labelprop'"),
     (["leaderboard", "{tmp}"], "no result records"),

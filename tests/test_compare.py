@@ -7,9 +7,9 @@ import pytest
 
 from evalharness.errors import HarnessError
 from evalharness.metrics import mcnemar_exact, paired_difference
-from evalharness.probes import run_probe
 from evalharness.results import compare_records, write_record
-from helpers import build_file, clustered
+
+from helpers import build_file, clustered, probe
 
 
 def test_mcnemar_and_paired_difference_by_hand():
@@ -20,9 +20,9 @@ def test_mcnemar_and_paired_difference_by_hand():
     assert test["p_value"] == pytest.approx(1.0)  # two-sided binomial: P(X <= 1 or X >= 2 | n=3) = 1
     assert mcnemar_exact([1] * 6, [0] * 6)["p_value"] == pytest.approx(2 * 0.5 ** 6)
     d = paired_difference(a, b)
-    assert d["value"] == pytest.approx(1 / 6) and d["ci_low"] <= d["value"] <= d["ci_high"]
+    assert d.value == pytest.approx(1 / 6) and d.ci_low <= d.value <= d.ci_high
     same = paired_difference(a, a)
-    assert same == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 6}
+    assert (same.value, same.ci_low, same.ci_high, same.n) == (0.0, 0.0, 0.0, 6)
 
 
 def test_compare_two_models_on_the_same_items(tmp_path):
@@ -33,14 +33,14 @@ def test_compare_two_models_on_the_same_items(tmp_path):
     good, protocol, root = build_file(tmp_path / "good", train, train_y, test, test_y)
     noisy = lambda x: (x + rng.normal(scale=1.5, size=x.shape)).astype(np.float32)
     bad, _, _ = build_file(tmp_path / "bad", noisy(train), train_y, noisy(test), test_y)
-    a = run_probe("knn", good, protocol, root)
-    b = run_probe("knn", bad, protocol, root)
+    a = probe("knn", good, protocol, root)
+    b = probe("knn", bad, protocol, root)
     b["model"] = "worse"
     out = compare_records(a, b)
     va, vb = np.array(a["predictions"]["value"]), np.array(b["predictions"]["value"])
-    assert out["difference"]["value"] == pytest.approx(va.mean() - vb.mean())
+    assert out["difference"].value == pytest.approx(va.mean() - vb.mean())
     assert out["mcnemar"]["only_a"] == int(((va == 1) & (vb == 0)).sum())
-    assert out["difference"]["ci_low"] > 0 and out["mcnemar"]["p_value"] < 0.01
+    assert out["difference"].ci_low > 0 and out["mcnemar"]["p_value"] < 0.01
     paths = [write_record(r, tmp_path / "results") for r in (a, b)]
     cli = subprocess.run([sys.executable, "-m", "evalharness", "compare", *map(str, paths)], capture_output=True, text=True)
     assert cli.returncode == 0 and "| hand knn (n=100) |" in cli.stdout and "McNemar" in cli.stdout

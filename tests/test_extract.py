@@ -1,3 +1,4 @@
+import json
 import os
 import random
 import shutil
@@ -12,13 +13,15 @@ import pytest
 import yaml
 
 from evalharness.backbones import build_backbone
+from evalharness.cards import load_protocol
 from evalharness.datasets import resolve_manifest
-from evalharness.errors import HarnessError
+from evalharness.errors import ChunkingError, HarnessError
 from evalharness.extract import ExtractConfig, extract
-from evalharness.protocol import load_protocol
 from evalharness.sampling import frame_indices
 from evalharness.store import EmbeddingFile
 from evalharness.video import make_views, normalization, read_sampled
+
+from helpers import decode_all, probe
 
 
 def cli(*args, timeout=300):
@@ -62,22 +65,32 @@ def test_rerun_is_a_no_op_and_another_model_is_refused(tmp_path, synth30, card30
         extract("builtin:stats", protocol, synth30, out, ExtractConfig(batch_size=8, workers=0, quiet=True))
 
 
-def test_resume_with_another_batch_size_is_refused(tmp_path, synth30, card30):
+def test_resume_with_a_smaller_batch_gives_the_same_bytes_and_chunks_stay_fixed(tmp_path, synth30, card30):
     protocol = load_protocol(card30)
+    whole = tmp_path / "whole.h5"
+    extract("builtin:stats", protocol, synth30, whole, ExtractConfig(batch_size=8, chunk_size=6, workers=0, quiet=True))
     out = tmp_path / "e.h5"
-    extract("builtin:pixels", protocol, synth30, out, ExtractConfig(batch_size=4, workers=0, quiet=True, shard=(0, 2)))
-    with pytest.raises(HarnessError, match="written with another --batch-size"):
-        extract("builtin:pixels", protocol, synth30, out, ExtractConfig(batch_size=8, workers=0, quiet=True, shard=(1, 2)))
+    # half the chunks with forward passes of 8 views, then (out of GPU memory, say) the rest with 3
+    extract("builtin:stats", protocol, synth30, out, ExtractConfig(batch_size=8, chunk_size=6, workers=0, quiet=True,
+                                                                   shard=(0, 2)))
+    with pytest.raises(ChunkingError, match="cut into chunks of 6 clips, not 4"):
+        extract("builtin:stats", protocol, synth30, out, ExtractConfig(batch_size=3, chunk_size=4, workers=0, quiet=True))
+    resumed = extract("builtin:stats", protocol, synth30, out, ExtractConfig(batch_size=3, workers=0, quiet=True))
+    assert resumed.finalized and resumed.resumed_chunks == 3 and resumed.embedded == 12
+    assert arrays(out) == arrays(whole)
+    with EmbeddingFile(out) as f:
+        batch_sizes = sorted(part["batch_size"] for part in json.loads(f.header.environment)["parts"])
+    assert batch_sizes == [3, 8]
 
 
 def test_two_shards_merged_equal_one_run(tmp_path, synth30, card30):
     single = tmp_path / "single.h5"
-    assert cli("extract", "-m", "builtin:stats", "-p", card30, "-d", synth30, "-o", single, "--batch-size", 3,
+    assert cli("extract", "-m", "builtin:stats", "-p", card30, "-d", synth30, "-o", single, "--chunk-size", 3,
                "--workers", 1, "--quiet").returncode == 0
     for i in range(2):
         (tmp_path / f"m{i}").mkdir()
         result = cli("extract", "-m", "builtin:stats", "-p", card30, "-d", synth30, "-o", tmp_path / f"m{i}" / "x.h5",
-                     "--shard", f"{i}/2", "--batch-size", 3, "--workers", 0, "--quiet")
+                     "--shard", f"{i}/2", "--chunk-size", 3, "--batch-size", 2, "--workers", 0, "--quiet")
         assert result.returncode == 0, result.stderr
         assert "evalharness merge" in result.stdout and not (tmp_path / f"m{i}" / "x.h5").exists()
     half = cli("merge", tmp_path / "half.h5", tmp_path / "m0" / "x.h5.parts")
@@ -91,7 +104,8 @@ def test_two_shards_merged_equal_one_run(tmp_path, synth30, card30):
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_identical_arrays(tmp_path, synth30, card30):
     reference = tmp_path / "reference.h5"
-    base = ["extract", "-m", "builtin:stats", "-p", card30, "-d", synth30, "--batch-size", 2, "--workers", 1, "--quiet"]
+    base = ["extract", "-m", "builtin:stats", "-p", card30, "-d", synth30, "--chunk-size", 2, "--batch-size", 2,
+            "--workers", 1, "--quiet"]
     assert cli(*base, "-o", reference).returncode == 0
     out = tmp_path / "killed.h5"
     rng = random.Random(1234)
@@ -143,7 +157,7 @@ def broken_root(tmp_path, synth30):
 def test_broken_inputs_are_recorded_and_summarised_without_traceback(tmp_path, broken_root):
     root, card = broken_root
     out = tmp_path / "u.h5"
-    result = cli("extract", "-m", "builtin:pixels", "-p", card, "-d", root, "-o", out, "--batch-size", 3, "--quiet")
+    result = cli("extract", "-m", "builtin:pixels", "-p", card, "-d", root, "-o", out, "--chunk-size", 3, "--quiet")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     for vid, reason in [("bad_truncated", "not a readable video"), ("bad_empty", "file is empty"),
@@ -153,7 +167,8 @@ def test_broken_inputs_are_recorded_and_summarised_without_traceback(tmp_path, b
     assert "6 clips embedded" in result.stdout
     with EmbeddingFile(out) as f:
         assert len(f.ids) == 6 and sorted(i for i, _ in f.failures) == ["bad_empty", "bad_missing", "bad_text", "bad_truncated"]
-    allowed = cli("extract", "-m", "builtin:pixels", "-p", card, "-d", root, "-o", tmp_path / "v.h5", "--allow-failures", "--quiet")
+    allowed = cli("extract", "-m", "builtin:pixels", "-p", card, "-d", root, "-o", tmp_path / "v.h5", "--allow-failures",
+                  "--quiet")
     assert allowed.returncode == 0 and "4 failed" in allowed.stdout
     probe = cli("probe", "knn", out, "-p", card, "-d", root, "-o", tmp_path / "res")
     assert probe.returncode == 1 and "lacks 4 of the 10 clips" in probe.stderr and "--allow-mismatch" in probe.stderr
@@ -170,7 +185,8 @@ def test_manifest_errors_name_the_row(tmp_path, broken_root):
 
 
 def test_real_clips_extract_with_the_card_frame_indices(tmp_path, realdata, real_clips):
-    rows = ["id,path,label,split"] + [f"{r['path'].replace('.', '_')},{r['path']},{r['label'] or 'x'},{'train' if i % 2 else 'test'}"
+    rows = ["id,path,label,split"] + [f"{r['path'].replace('.', '_')},{r['path']},{r['label'] or 'x'},"
+                                      f"{'train' if i % 2 else 'test'}"
                                       for i, r in enumerate(real_clips)]
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
     card = tmp_path / "real.yaml"
@@ -183,21 +199,18 @@ def test_real_clips_extract_with_the_card_frame_indices(tmp_path, realdata, real
     out = tmp_path / "real.h5"
     summary = extract("builtin:pixels", protocol, realdata / "videos", out, ExtractConfig(batch_size=4, workers=2, quiet=True))
     assert summary.embedded == len(real_clips) and not summary.failures
-    from evalharness.video import count_frames
-
     with EmbeddingFile(out) as f:
         assert f.shape[1] == 6
         stored = f.frame_indices()
         for row, vid in enumerate(f.ids):
             path = realdata / "videos" / next(r["path"] for r in real_clips if r["path"].replace(".", "_") == vid)
-            assert stored[row].tolist() == frame_indices(protocol.frames, 2, count_frames(path)).tolist()
+            assert stored[row].tolist() == frame_indices(protocol.frames, 2, len(decode_all(path))).tolist()
 
 
 def test_text_retrieval_extraction_writes_caption_embeddings(tmp_path, synth30):
     import torch
 
     from evalharness.backbones import Backbone, register
-    from evalharness.probes import run_probe
 
     class ColourWords(Backbone):
         """Mean colour per clip; captions map colour words to the same space (a toy text tower)."""
@@ -220,9 +233,10 @@ def test_text_retrieval_extraction_writes_caption_embeddings(tmp_path, synth30):
     out = tmp_path / "t.h5"
     extract("colourwords:toy", protocol, synth30, out, ExtractConfig(batch_size=4, workers=0, quiet=True))
     with EmbeddingFile(out) as f:
-        ids, videos, emb = f.text()
+        text = f.text()
+        ids, videos, emb = text.ids, text.video_ids, text.embeddings
         assert len(ids) == 18 and ids[0] == "synth00007#0" and videos[0] == "synth00007" and emb.shape == (18, 3)
-    record = run_probe("retrieval", out, protocol, synth30)
+    record = probe("retrieval", out, protocol, synth30)
     assert record["metrics"]["t2v_R@1"]["n"] == 18
     assert record["metrics"]["v2t_R@10"]["value"] > 0.5
     with pytest.raises(HarnessError, match="has no text tower"):

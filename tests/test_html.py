@@ -13,7 +13,8 @@ from evalharness.report import board, render
 def record(model, protocol, value, low, high):
     return {"model": model, "model_revision": "", "protocol": protocol, "protocol_version": 1, "probe": "knn",
             "headline": "top1", "conforming": True, "extraction_hash": "e", "probe_hash": "h", "manifest_hash": "m",
-            "created_utc": "t", "metrics": {"top1": {"value": value, "ci_low": low, "ci_high": high, "n": 50}}}
+            "created_utc": "t", "metrics": {"top1": {"value": value, "ci_low": low, "ci_high": high, "n": 50,
+                                                    "higher_is_better": True}}}
 
 
 RECORDS = [record("alpha", "synthetic-appearance", 0.62, 0.55, 0.70), record("alpha", "synthetic-motion", 0.20, 0.12, 0.27),
@@ -55,7 +56,8 @@ def test_page_in_headless_chromium(tmp_path, browser):
     browser.get(page.as_uri())
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
-    models = lambda: [row.find_elements(By.TAG_NAME, "td")[0].text for row in browser.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")]
+    models = lambda: [row.find_elements(By.TAG_NAME, "td")[0].text
+                      for row in browser.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")]
     assert sorted(models()) == ["alpha", "beta", "gamma"]
     header = browser.find_elements(By.CSS_SELECTOR, "#leaderboard thead th")
     motion = next(h for h in header if "synthetic-motion" in h.text)

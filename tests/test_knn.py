@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import yaml
 
+from evalharness.cards import load_protocol
 from evalharness.errors import ProbeError
 from evalharness.metrics import mean_per_class, ranked_classes
-from evalharness.probes import run_probe
 from evalharness.probes.knn import neighbours, vote
-from evalharness.protocol import load_protocol
-from helpers import build_file, clustered
+
+from helpers import build_file, clustered, probe
 
 T = 0.07
 
@@ -37,7 +37,7 @@ def test_neighbour_ties_break_toward_the_lower_train_index():
     test = np.array([[0.6, 0.8]], dtype=np.float32)
     # the two identical vectors tie; k = 1 must keep the lower index (1 -> class 1), not the other
     assert predict(train, labels, test, 1, 3).tolist() == [1]
-    sims, ids = neighbours(train, test, [1, 2, 3])
+    _sims, ids = neighbours(train, test, [1, 2, 3])
     assert ids[0, :2].tolist() == [1, 2]
 
 
@@ -45,7 +45,7 @@ def test_vote_ties_break_toward_the_lower_class_index():
     train = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     labels = np.array([1, 0])
     test = np.array([[np.sqrt(0.5), np.sqrt(0.5)]], dtype=np.float32)
-    sims, ids = neighbours(train, test, [2])
+    sims, _ids = neighbours(train, test, [2])
     assert sims[0, 0] == sims[0, 1]
     assert predict(train, labels, test, 2, 2).tolist() == [0]
 
@@ -76,7 +76,7 @@ def test_predictions_equal_an_independent_implementation(k):
 
 def test_k_larger_than_train_is_capped_and_prefixes_are_exact():
     rng = np.random.default_rng(0)
-    train, train_y = clustered(rng, 15, 8, 3, rng.normal(size=(3, 8)))
+    train, _train_y = clustered(rng, 15, 8, 3, rng.normal(size=(3, 8)))
     test, _ = clustered(rng, 10, 8, 3, rng.normal(size=(3, 8)))
     sims, ids = neighbours(train, test, [5, 200])
     assert ids.shape == (10, 15)
@@ -95,7 +95,7 @@ def test_probe_record_matches_reference_and_collapsed_scores_chance(tmp_path):
     train, train_y = clustered(rng, 200, 12, 4, centres)
     test, test_y = clustered(rng, 80, 12, 4, centres)
     path, protocol, root = build_file(tmp_path, train, train_y, test, test_y)
-    record = run_probe("knn", path, protocol, root)
+    record = probe("knn", path, protocol, root)
     # manifest class indices follow sorted label names c0..c3; ids sort train-before-test within each split
     expected = reference_knn(train, train_y, test, 10, 4)
     assert record["predictions"]["predicted"] == [f"c{c}" for c in expected]
@@ -110,7 +110,7 @@ def test_probe_record_matches_reference_and_collapsed_scores_chance(tmp_path):
     flat = np.ones_like(train) / np.sqrt(12)
     balanced_test_y = np.arange(80) % 4
     path, protocol, root = build_file(collapsed_dir, flat, train_y, np.ones_like(test) / np.sqrt(12), balanced_test_y, "flat")
-    record = run_probe("knn", path, protocol, root)
+    record = probe("knn", path, protocol, root)
     assert record["metrics"]["top1@k10"]["value"] == pytest.approx(0.25)
     assert record["metrics"]["mean_class@k10"]["value"] == pytest.approx(0.25)
 
@@ -118,13 +118,13 @@ def test_probe_record_matches_reference_and_collapsed_scores_chance(tmp_path):
 def test_probe_refuses_a_file_from_another_card(tmp_path):
     rng = np.random.default_rng(0)
     x, y = clustered(rng, 30, 4, 2, rng.normal(size=(2, 4)))
-    path, protocol, root = build_file(tmp_path, x[:20], y[:20], x[20:], y[20:])
+    path, _protocol, root = build_file(tmp_path, x[:20], y[:20], x[20:], y[20:])
     raw = yaml.safe_load((tmp_path / "hand.yaml").read_text())
     raw["frames"]["count"] = 8
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ProbeError, match="was extracted under protocol hand v1 .* but card hand v1 has extraction_hash"):
-        run_probe("knn", path, load_protocol(tmp_path / "other.yaml"), root)
-    record = run_probe("knn", path, load_protocol(tmp_path / "other.yaml"), root, allow_mismatch=True)
+    with pytest.raises(ProbeError, match=r"was extracted under protocol hand v1 .* but card hand v1 has extraction_hash"):
+        probe("knn", path, load_protocol(tmp_path / "other.yaml"), root)
+    record = probe("knn", path, load_protocol(tmp_path / "other.yaml"), root, allow_mismatch=True)
     assert record["conforming"] is False and "extracted under" in record["notes"][0]
     import subprocess
     import sys

@@ -6,15 +6,16 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import small_labelprop_card
+from evalharness.cards import load_protocol, shipped_cards
 from evalharness.datasets import resolve_manifest
 from evalharness.errors import ManifestError
 from evalharness.extract import ExtractConfig, extract
 from evalharness.masks import mask_files, read_label_mask
 from evalharness.metrics import boundary_f, boundary_map, davis_object_scores, region_j
-from evalharness.probes import run_probe
 from evalharness.probes.labelprop import Config, first_labels, propagate, to_masks
-from evalharness.protocol import load_protocol, shipped_cards
+
+from conftest import small_labelprop_card
+from helpers import probe
 
 
 def block(rows, cols, shape=(6, 6)):
@@ -106,7 +107,7 @@ def test_davis_adapter_reads_the_official_layout(davis_root):
     assert len(mask_files(manifest.items[0].masks)) == 10
     assert set(np.unique(read_label_mask(manifest.items[0].masks / "00000.png"))) == {0, 1}
     (root / "ImageSets" / "2016" / "val.txt").write_text("blackswan\nno-such-seq\n")
-    with pytest.raises(ManifestError, match="val.txt line 2: no annotations folder"):
+    with pytest.raises(ManifestError, match=r"val.txt line 2: no annotations folder"):
         resolve_manifest(load_protocol(card), root)
 
 
@@ -117,7 +118,7 @@ def test_label_propagation_on_real_davis_sequences(tmp_path, davis_root):
     out = tmp_path / "d.h5"
     extract("builtin:stats", protocol, root, out, ExtractConfig(batch_size=1, workers=0, quiet=True))
     masks_dir = tmp_path / "masks"
-    record = run_probe("labelprop", out, protocol, root, save_masks=masks_dir)
+    record = probe("labelprop", out, protocol, root, options={"save_masks": masks_dir})
     m = record["metrics"]
     assert m["J&F"]["value"] == pytest.approx((m["J"]["value"] + m["F"]["value"]) / 2)
     assert 0.5 < m["J&F"]["value"] <= 1.0 and m["J&F"]["n"] == 2
@@ -140,6 +141,6 @@ def test_label_propagation_on_the_synthetic_masks(tmp_path, synth30):
     protocol = load_protocol(card)
     out = tmp_path / "lp.h5"
     extract("builtin:stats", protocol, synth30, out, ExtractConfig(batch_size=3, workers=0, quiet=True))
-    record = run_probe("labelprop", out, protocol, synth30)
+    record = probe("labelprop", out, protocol, synth30)
     assert record["metrics"]["J&F"]["n"] == 9
     assert 0.0 < record["metrics"]["J&F"]["value"] < 1.0

@@ -3,9 +3,9 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from evalharness.probes import run_probe
 from evalharness.probes.linear import fit_logistic, standardise, stratified_split
-from helpers import build_file, clustered
+
+from helpers import build_file, clustered, probe
 
 
 def test_stratified_split_takes_a_tenth_of_each_class_deterministically():
@@ -41,7 +41,7 @@ def test_probe_chooses_c_on_validation_and_matches_scikit_learn(tmp_path):
     test, test_y = clustered(rng, 300, 24, 6, centres)
     probes = {"linear": {"c_grid": {"log10_min": -4, "log10_max": 2, "steps": 7}}}
     path, protocol, root = build_file(tmp_path, train, train_y, test, test_y, probes=probes)
-    record = run_probe("linear", path, protocol, root)
+    record = probe("linear", path, protocol, root)
     chosen = record["chosen"]
     assert [round(np.log10(p["C"])) for p in chosen["curve"]] == list(range(-4, 3))
     assert chosen["C"] == max(chosen["curve"], key=lambda p: p["val_top1"])["C"]
@@ -61,6 +61,6 @@ def test_views_clips_trains_on_every_view(tmp_path):
     test, test_y = clustered(rng, 60, 16, 3, centres, views=3)
     probes = {"linear": {"c_grid": {"log10_min": -2, "log10_max": 1, "steps": 4}, "views": "clips"}}
     path, protocol, root = build_file(tmp_path, train, train_y, test, test_y, probes=probes)
-    record = run_probe("linear", path, protocol, root)
+    record = probe("linear", path, protocol, root)
     assert record["config"]["views"] == "clips"
     assert record["metrics"]["top1"]["value"] > 0.6 and len(record["predictions"]["ids"]) == 60

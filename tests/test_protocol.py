@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from evalharness.cards import load_protocol, parse_protocol, shipped_cards
+from evalharness.checksum import canonical_json
 from evalharness.errors import ProtocolError
-from evalharness.protocol import canonical_json, load_protocol, parse_protocol, shipped_cards
 
 GOLDEN = Path(__file__).parent / "golden" / "card_hashes.json"
 
@@ -68,7 +69,7 @@ def test_probe_settings_change_only_the_probe_hash():
     (("task",), "segmentation", "'task' must be one of"),
     (("dataset", "adapter"), "ucf999", "unknown adapter 'ucf999'"),
     (("probes", "knn", "headline_k"), 7, "headline_k 7 must be one of"),
-    (("probes", "knn", "temperature"), -1, "temperature must be positive"),
+    (("probes", "knn", "temperature"), -1, "temperature must be a positive number"),
     (("version",), True, "'version' must be an integer"),
     (("transform", "normalize"), {"mean": [0.5], "std": [1, 1, 1]}, "normalize.mean' must be a list of 3"),
 ])
@@ -93,7 +94,7 @@ def test_label_propagation_needs_all_frames():
 
 
 def test_unknown_card_name_lists_the_shipped_ones(tmp_path):
-    with pytest.raises(ProtocolError, match="shipped: .*synthetic-motion"):
+    with pytest.raises(ProtocolError, match=r"shipped: .*synthetic-motion"):
         load_protocol("no-such-card")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed")

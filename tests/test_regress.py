@@ -5,10 +5,10 @@ import sys
 import numpy as np
 import pytest
 
-from evalharness.probes import run_probe
 from evalharness.report import board, render
 from evalharness.results import find_records, write_record
-from helpers import build_file, clustered
+
+from helpers import build_file, clustered, probe
 
 
 def cli(*args):
@@ -29,7 +29,7 @@ def results(tmp_path_factory):
             return (v + rng.normal(scale=noise, size=v.shape)).astype(np.float32)
 
         path, protocol, root = build_file(tmp / name, x(train), train_y, x(test), test_y)
-        record = run_probe("knn", path, protocol, root)
+        record = probe("knn", path, protocol, root)
         record["model"] = name
         write_record(record, folder)
     return folder
@@ -51,10 +51,12 @@ def test_leaderboard_formats_ranks_and_coverage(results, tmp_path):
 def test_overlapping_cis_share_a_rank_range():
     base = {"model_revision": "", "protocol": "p", "protocol_version": 1, "probe": "knn", "headline": "acc",
             "conforming": True, "extraction_hash": "e", "probe_hash": "h", "manifest_hash": "m", "created_utc": "t"}
-    records = [{**base, "model": m, "metrics": {"acc": {"value": v, "ci_low": lo, "ci_high": hi, "n": 10}}}
+    records = [{**base, "model": m, "metrics": {"acc": {"value": v, "ci_low": lo, "ci_high": hi, "n": 10,
+                                                          "higher_is_better": True}}}
                for m, v, lo, hi in (("a", 0.8, 0.75, 0.85), ("b", 0.78, 0.70, 0.82), ("c", 0.5, 0.45, 0.55))]
     data = board(records)
-    ranks = {r["model"]: (r["cells"]["p v1 / knn acc"]["rank_low"], r["cells"]["p v1 / knn acc"]["rank_high"]) for r in data["rows"]}
+    cells = {r["model"]: r["cells"]["p v1 / knn acc"] for r in data["rows"]}
+    ranks = {model: (cell["rank_low"], cell["rank_high"]) for model, cell in cells.items()}
     assert ranks == {"a": (1, 2), "b": (1, 2), "c": (3, 3)}
     assert "#1-2" in render(data) and {r["model"]: r["mean_rank"] for r in data["rows"]}["a"] == 1.5
 
@@ -75,7 +77,7 @@ def test_check_gates_changes(results, tmp_path, fmt):
         else:
             lines = text.splitlines()
             header = lines[0].split(",")
-            row = dict(zip(header, lines[1].split(",")))
+            row = dict(zip(header, lines[1].split(","), strict=True))
             change(row)
             baseline.write_text("\n".join([lines[0], ",".join(str(row[h]) for h in header), *lines[2:]]) + "\n")
 

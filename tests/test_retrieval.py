@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from evalharness.errors import ProbeError
-from evalharness.probes import run_probe
 from evalharness.probes.retrieval import ranks
-from helpers import build_file, clustered
+
+from helpers import build_file, clustered, probe
 
 
 def test_hand_computed_ranks_count_ties_against_the_model():
@@ -20,7 +20,7 @@ def test_hand_computed_ranks_count_ties_against_the_model():
 def reference_ranks(queries, gallery, relevant):
     sims = queries.astype(np.float64) @ gallery.astype(np.float64).T
     out = []
-    for s, r in zip(sims, relevant):
+    for s, r in zip(sims, relevant, strict=True):
         best = s[r].max()
         out.append(1 + int(((s >= best) & ~r).sum()))
     return np.array(out)
@@ -32,7 +32,7 @@ def test_video_to_video_recall_equals_an_independent_computation(tmp_path):
     train, train_y = clustered(rng, 300, 16, 8, centres)
     test, test_y = clustered(rng, 100, 16, 8, centres)
     path, protocol, root = build_file(tmp_path, train, train_y, test, test_y, probes={"retrieval": {}})
-    record = run_probe("retrieval", path, protocol, root)
+    record = probe("retrieval", path, protocol, root)
     expected = reference_ranks(test, train, test_y[:, None] == train_y[None, :])
     assert record["predictions"]["rank"] == expected.tolist()
     for k in (1, 5, 10, 20, 50):
@@ -46,7 +46,7 @@ def test_collapsed_embeddings_cannot_score(tmp_path):
     _, test_y = clustered(rng, 30, 4, 3, rng.normal(size=(3, 4)))
     flat = np.full((90, 4), 0.5, dtype=np.float32)
     path, protocol, root = build_file(tmp_path, flat[:60], train_y, flat[60:], test_y, probes={"retrieval": {}})
-    record = run_probe("retrieval", path, protocol, root)
+    record = probe("retrieval", path, protocol, root)
     assert record["metrics"]["R@1"]["value"] == 0.0 and record["metrics"]["R@20"]["value"] == 0.0
 
 
@@ -71,7 +71,7 @@ def test_text_video_metrics_equal_an_independent_computation(tmp_path):
     owner = np.repeat(np.arange(40), 2)  # two captions per video
     texts = (videos[owner] + rng.normal(scale=0.8, size=(80, 8))).astype(np.float32)
     path, protocol, root = text_case(tmp_path, videos, texts, owner)
-    record = run_probe("retrieval", path, protocol, root)
+    record = probe("retrieval", path, protocol, root)
     unit = texts / np.linalg.norm(texts, axis=1, keepdims=True)
     t2v = reference_ranks(unit, videos, owner[:, None] == np.arange(40)[None, :])
     v2t = reference_ranks(videos, unit, np.arange(40)[:, None] == owner[None, :])
@@ -88,7 +88,7 @@ def test_text_video_collapsed_scores_nothing_and_truth_comes_from_the_manifest(t
     videos = np.full((10, 4), 0.5, np.float32)
     texts = np.full((10, 4), 0.5, np.float32)
     path, protocol, root = text_case(tmp_path, videos, texts, np.arange(10))
-    m = run_probe("retrieval", path, protocol, root)["metrics"]
+    m = probe("retrieval", path, protocol, root)["metrics"]
     assert m["t2v_R@1"]["value"] == 0 and m["t2v_MdR"]["value"] == 10 and m["v2t_MnR"]["value"] == 10
     import h5py
 
@@ -96,4 +96,4 @@ def test_text_video_collapsed_scores_nothing_and_truth_comes_from_the_manifest(t
         claimed = f["text/video_ids"][()]
         f["text/video_ids"][0] = claimed[1]
     with pytest.raises(ProbeError, match="disagrees with the manifest for caption 'te0000#0'"):
-        run_probe("retrieval", path, protocol, root)
+        probe("retrieval", path, protocol, root)

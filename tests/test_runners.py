@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from test_extract import arrays
 
 from evalharness.errors import HarnessError
-from evalharness.runners import device_for_rank, shard_from_env
+from evalharness.extract import device_for_rank, shard_from_env
 
-BASE = ["-m", "builtin:stats", "--batch-size", "3", "--workers", "0", "--quiet"]
+from test_extract import arrays
+
+BASE = ["-m", "builtin:stats", "--chunk-size", "3", "--workers", "0", "--quiet"]
 
 
 def run(*args, env=None):
@@ -85,15 +86,15 @@ def test_a_ray_run_equals_a_local_run(tmp_path, synth30, card30, single):
 
 
 def test_shards_with_another_autocast_are_not_mixed_into_one_file(tmp_path, synth30, card30):
+    from evalharness.cards import load_protocol
     from evalharness.extract import ExtractConfig, extract
-    from evalharness.protocol import load_protocol
     from evalharness.store import Header
 
     protocol, out = load_protocol(card30), tmp_path / "x.h5"
-    extract("builtin:pixels", protocol, synth30, out, ExtractConfig(batch_size=10, workers=0, quiet=True, shard=(0, 2)))
-    with pytest.raises(HarnessError, match="part of another run .differs in autocast"):
+    extract("builtin:pixels", protocol, synth30, out, ExtractConfig(chunk_size=10, workers=0, quiet=True, shard=(0, 2)))
+    with pytest.raises(HarnessError, match=r"part of another run .differs in autocast"):
         extract("builtin:pixels", protocol, synth30, out,
-                ExtractConfig(batch_size=10, workers=0, quiet=True, shard=(1, 2), autocast="bfloat16"))
+                ExtractConfig(chunk_size=10, workers=0, quiet=True, shard=(1, 2), autocast="bfloat16"))
     parts = '{"parts": [{"autocast": "bfloat16", "platform": "a"}, {"autocast": "bfloat16", "platform": "b"}]}'
     header = Header(*["x"] * 5, 1, *["x"] * 4, environment=parts)
     assert header.autocast == "bfloat16" and header.identity()["autocast"] == "bfloat16"

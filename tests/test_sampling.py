@@ -7,7 +7,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evalharness.protocol import Frames, load_protocol, shipped_cards
+from evalharness.cards import load_protocol, shipped_cards
+from evalharness.protocol import Frames
 from evalharness.sampling import crop_offsets, dense_indices, frame_indices, resized_size, uniform_indices
 
 GOLDEN = Path(__file__).parent / "golden" / "frame_indices.json"

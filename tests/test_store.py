@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from evalharness.errors import StoreError
+from evalharness.probes.common import video_vectors
 from evalharness.store import Chunk, EmbeddingFile, Header, file_problems, finalize, write_part
+
+from helpers import write_file
 
 HEADER = Header(model="builtin:test", model_revision="", weights_sha256="", model_config="{}", protocol="p",
                 protocol_version=1, extraction_hash="e" * 64, protocol_json="{}", manifest_hash="m" * 64,
@@ -16,15 +19,11 @@ HEADER = Header(model="builtin:test", model_revision="", weights_sha256="", mode
 
 
 def make_valid(folder, n=6, views=2, dim=4, chunk=3):
-    parts = folder / "x.h5.parts"
-    parts.mkdir(parents=True)
     rng = np.random.default_rng(0)
     ids = [f"v{i:03d}" for i in range(n)]
-    for c in range(0, n, chunk):
-        write_part(parts, HEADER, c // chunk, (n + chunk - 1) // chunk,
-                   Chunk(ids[c:c + chunk], rng.normal(size=(len(ids[c:c + chunk]), views, dim)).astype(np.float32),
-                         np.tile(np.arange(8, dtype=np.int32), (len(ids[c:c + chunk]), 1, 1))))
-    return finalize([parts], folder / "x.h5")
+    chunks = [Chunk(ids[c:c + chunk], rng.normal(size=(len(ids[c:c + chunk]), views, dim)).astype(np.float32),
+                    np.tile(np.arange(8, dtype=np.int32), (len(ids[c:c + chunk]), 1, 1))) for c in range(0, n, chunk)]
+    return write_file(folder / "x.h5.parts", HEADER, folder / "x.h5", chunks, views=views)
 
 
 @pytest.fixture()
@@ -50,7 +49,7 @@ def test_valid_file_reads_back(valid):
     with EmbeddingFile(valid) as f:
         assert f.ids == [f"v{i:03d}" for i in range(6)]
         assert f.shape == (6, 2, 4)
-        vectors = f.video_vectors()
+        vectors = video_vectors(f)
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
         raw = f.clip()
         unit = raw / np.linalg.norm(raw, axis=2, keepdims=True)
@@ -131,14 +130,15 @@ def test_finalize_refuses_missing_chunks_and_foreign_parts(tmp_path):
     parts = tmp_path / "a.parts"
     parts.mkdir()
     chunk = Chunk(["a"], np.ones((1, 1, 2), np.float32), np.zeros((1, 1, 4), np.int32))
-    write_part(parts, HEADER, 0, 3, chunk)
+    write_part(parts, HEADER, 0, 3, 1, chunk, 1, 1, "float32")
     with pytest.raises(StoreError, match="2 of 3 chunks not extracted yet"):
         finalize([parts], tmp_path / "a.h5")
     other = tmp_path / "b.parts"
     other.mkdir()
     from dataclasses import replace as dc_replace
 
-    write_part(other, dc_replace(HEADER, model="builtin:other"), 1, 3, Chunk(["b"], chunk.clip, chunk.frame_indices))
+    write_part(other, dc_replace(HEADER, model="builtin:other"), 1, 3, 1, Chunk(["b"], chunk.clip, chunk.frame_indices),
+               1, 1, "float32")
     with pytest.raises(StoreError, match="does not belong"):
         finalize([parts, other], tmp_path / "a.h5")
 
@@ -146,9 +146,10 @@ def test_finalize_refuses_missing_chunks_and_foreign_parts(tmp_path):
 def test_failures_and_empty_chunks_survive_finalize(tmp_path):
     parts = tmp_path / "f.parts"
     parts.mkdir()
-    write_part(parts, HEADER, 0, 2, Chunk([], np.zeros((0, 1, 0), np.float32), np.zeros((0, 1, 0), np.int32),
-                                          failures=[("a", "a.mp4: file is empty (0 bytes)")]))
-    write_part(parts, HEADER, 1, 2, Chunk(["b"], np.ones((1, 1, 3), np.float32), np.zeros((1, 1, 4), np.int32)))
+    write_part(parts, HEADER, 0, 2, 1, Chunk([], np.zeros((0, 1, 0), np.float32), np.zeros((0, 1, 0), np.int32),
+                                             failures=[("a", "a.mp4: file is empty (0 bytes)")]), 1, 1, "float32")
+    write_part(parts, HEADER, 1, 2, 1, Chunk(["b"], np.ones((1, 1, 3), np.float32), np.zeros((1, 1, 4), np.int32)),
+               1, 1, "float32")
     out = finalize([parts], tmp_path / "f.h5")
     with EmbeddingFile(out) as f:
         assert f.ids == ["b"] and f.shape == (1, 1, 3)

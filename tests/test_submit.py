@@ -7,10 +7,13 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import small_labelprop_card
+from evalharness import submit as submit_module
+from evalharness.cards import load_protocol
 from evalharness.extract import ExtractConfig, extract
-from evalharness.probes import run_probe
-from evalharness.protocol import load_protocol
+from evalharness.submit import init
+
+from conftest import small_labelprop_card
+from helpers import build_file, clustered, probe
 
 
 def cli(*args):
@@ -42,7 +45,7 @@ def board_dir(tmp_path, synth30, card30):
 def test_honest_submission_scores_as_the_probe_does(board_dir, files, synth30, card30):
     result = cli("submit", files["builtin:stats"], "-l", board_dir)
     assert result.returncode == 0, result.stderr
-    direct = run_probe("knn", files["builtin:stats"], load_protocol(card30), synth30)
+    direct = probe("knn", files["builtin:stats"], load_protocol(card30), synth30)
     value = direct["metrics"]["top1@k10"]["value"]
     assert f"top1@k10: {100 * value:.2f}" in result.stdout
     table = (board_dir / "leaderboard.md").read_text()
@@ -120,5 +123,32 @@ def test_label_propagation_submission_keeps_its_dense_maps(tmp_path, synth30):
     assert cli("leaderboard", "init", folder, "-p", card, "-d", synth30).returncode == 0
     result = cli("submit", out, "-l", folder)
     assert result.returncode == 0, result.stderr
-    direct = run_probe("labelprop", out, load_protocol(card), synth30)["metrics"]["J&F"]["value"]
+    direct = probe("labelprop", out, load_protocol(card), synth30)["metrics"]["J&F"]["value"]
     assert f"J&F: {100 * direct:.2f}" in result.stdout
+
+
+def test_a_three_probe_submission_reads_the_values_twice(tmp_path, monkeypatch):
+    """Once in the sandbox (checked while copied), once to score: not once per probe or per check."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 8))
+    train, train_y = clustered(rng, 40, 8, 3, centres, views=2)
+    test, test_y = clustered(rng, 20, 8, 3, centres, views=2)
+    probes = {"knn": {"k": [5], "headline_k": 5}, "linear": {"c_grid": {"log10_min": 0, "log10_max": 0, "steps": 1}},
+              "retrieval": {}}
+    path, _protocol, root = build_file(tmp_path, train, train_y, test, test_y, probes=probes)
+    folder = tmp_path / "lb"
+    init(folder, [str(tmp_path / "hand.yaml")], root)
+    read = []
+    get = h5py.Dataset.__getitem__
+
+    def counting(self, key):
+        out = get(self, key)
+        if self.name == "/clip":
+            read.append(out.nbytes)
+        return out
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counting)
+    monkeypatch.setattr(submit_module, "check_in_child", lambda source, copy_to: submit_module._child(source, copy_to))
+    records = submit_module.submit(path, folder, dry_run=True)
+    assert [r["probe"] for r in records] == ["knn", "linear", "retrieval"]
+    assert sum(read) == 2 * train.nbytes + 2 * test.nbytes

@@ -6,18 +6,19 @@ import pytest
 from PIL import Image
 from scipy.stats import chi2_contingency
 
+from evalharness.cards import load_protocol
 from evalharness.datasets import resolve_manifest
 from evalharness.datasets.synthetic import FACTORS, SynthConfig, assign_factors, generate, render_clip
 from evalharness.errors import ProtocolError
-from evalharness.protocol import load_protocol
-from evalharness.video import decode_at
+
+from helpers import decode_all
 
 
 def test_same_seed_same_files_other_seed_other_files(tmp_path):
     a, b, c = (generate(tmp_path / name, SynthConfig(seed=seed, clips=10)) for name, seed in (("a", 3), ("b", 3), ("c", 4)))
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert len(files) == 3 + 10 + 10 * 48
-    match, mismatch, errors = filecmp.cmpfiles(a, b, [str(f) for f in files], shallow=False)
+    _match, mismatch, errors = filecmp.cmpfiles(a, b, [str(f) for f in files], shallow=False)
     assert not mismatch and not errors
     assert (a / "manifest.csv").read_bytes() != (c / "manifest.csv").read_bytes()
 
@@ -29,7 +30,7 @@ def test_factors_are_balanced_and_independent():
         assert set(counts) == set(values) and max(counts.values()) - min(counts.values()) <= 1
     appearance = [f"{r['colour']}-{r['texture']}" for r in rows]
     motion = [f"{r['direction']}-{r['speed']}" for r in rows]
-    table = np.array([[sum(1 for a, m in zip(appearance, motion) if a == x and m == y) for y in sorted(set(motion))]
+    table = np.array([[sum(1 for a, m in zip(appearance, motion, strict=True) if a == x and m == y) for y in sorted(set(motion))]
                       for x in sorted(set(appearance))])
     assert chi2_contingency(table).pvalue > 0.01
 
@@ -47,7 +48,7 @@ def test_masks_and_decoded_frames_follow_the_rendering(synth30):
     assert np.array_equal(stored, truth)
     area = truth.sum(axis=(1, 2))
     assert (area > 0.7 * np.pi * (0.15 * 64) ** 2).all() and (area < 1.3 * np.pi * (0.17 * 64) ** 2).all()
-    decoded = decode_at(item.path, range(48)).astype(np.int16)
+    decoded = decode_all(item.path).astype(np.int16)
     assert np.abs(decoded - frames).mean() < 6
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from ..errors import HarnessError
 from ..checksum import sha256_files
+from ..errors import HarnessError
 from .base import InputSpec, ModuleBackbone
 from .loading import RANDOM, load_weights, read_state_dict, require
 

@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import ManifestError
+from ..protocol import Protocol
 from . import csv_manifest, davis, lists, synthetic
-from .base import Item, Manifest
+from .base import Adapter, CardValueError, Item, Manifest
 
-if TYPE_CHECKING:
-    from ..protocol import Protocol
-
-ADAPTERS: dict[str, tuple[set[str], Callable[..., Manifest]]] = {
-    "manifest": (csv_manifest.KEYS, csv_manifest.resolve),
-    "davis": (davis.KEYS, davis.resolve),
-    "ucf101": (lists.UCF101_KEYS, lists.ucf101),
-    "hmdb51": (lists.HMDB51_KEYS, lists.hmdb51),
-    "kinetics": (lists.KINETICS_KEYS, lists.kinetics),
-    "msrvtt": (lists.MSRVTT_KEYS, lists.msrvtt),
-    "ssv2": (lists.SSV2_KEYS, lists.ssv2),
-    "synthetic": (synthetic.KEYS, synthetic.resolve),
-}
+ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
+    csv_manifest.ADAPTER, davis.ADAPTER, lists.UCF101, lists.HMDB51, lists.KINETICS, lists.MSRVTT, lists.SSV2,
+    synthetic.ADAPTER)}
 
 
-def adapter_keys(name: str) -> set[str]:
-    """Card keys the adapter accepts besides adapter/train/val/test."""
+def adapter(name: str) -> Adapter:
+    """The registered adapter of that name; an unknown name is a KeyError listing the known ones."""
     if name not in ADAPTERS:
         raise KeyError(f"unknown adapter '{name}' (known: {', '.join(sorted(ADAPTERS))})")
-    return ADAPTERS[name][0]
+    return ADAPTERS[name]
 
 
 def resolve_manifest(protocol: Protocol, root: str | Path, require_files: bool = False) -> Manifest:
@@ -37,10 +26,9 @@ def resolve_manifest(protocol: Protocol, root: str | Path, require_files: bool =
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"{root}: data root is not a directory")
-    _, resolve = ADAPTERS[protocol.dataset["adapter"]]
     splits = sorted(set(protocol.splits.values()))
-    require_labels = protocol.task in ("classification", "retrieval")
-    return resolve(root, protocol.dataset, splits, require_labels, require_files)
+    return adapter(protocol.dataset["adapter"]).resolve(root, protocol.dataset, splits, protocol.task.needs_labels,
+                                                        require_files)
 
 
-__all__ = ["ADAPTERS", "Item", "Manifest", "adapter_keys", "resolve_manifest"]
+__all__ = ["ADAPTERS", "Adapter", "CardValueError", "Item", "Manifest", "adapter", "resolve_manifest"]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..checksum import sha256_json
 from ..errors import ManifestError
-from ..protocol import sha256_json
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,6 @@ class Manifest:
         """Class index of each item (position in the sorted class list)."""
         index = {c: i for i, c in enumerate(self.classes)}
         return np.array([index[item.label] for item in items], dtype=np.int64)
-
-    def missing_files(self) -> list[Item]:
-        return [item for item in self.items if not item.path.exists()]
 
     @property
     def hash(self) -> str:
@@ -115,3 +113,58 @@ def read_captions(path: Path) -> dict[str, list[str]]:
             raise ManifestError(f"{path} line {row['line']}: empty caption")
         captions.setdefault(row["video_id"], []).append(row["caption"])
     return captions
+
+
+class CardValueError(ValueError):
+    """A value of a card's dataset block that the adapter cannot satisfy: (key, what is wrong)."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(key, problem)
+        self.key, self.problem = key, problem
+
+
+def _no_check(dataset: dict) -> None:
+    """Adapters whose keys take any value."""
+
+
+Resolver = Callable[[Path, dict, list[str], bool, bool], Manifest]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A dataset layout: the card keys it takes, the split names it defines, a check of the card's values
+    (run when the card is loaded), and how it resolves a data root into a manifest."""
+
+    name: str
+    keys: frozenset[str]
+    resolve: Resolver
+    splits: tuple[str, ...] | None = None
+    check: Callable[[dict], None] = _no_check
+
+    def check_card(self, dataset: dict) -> None:
+        """Raise CardValueError for a split name the dataset does not define or a value the adapter refuses."""
+        if self.splits is not None:
+            for role in ("train", "val", "test"):
+                if role in dataset and dataset[role] not in self.splits:
+                    raise CardValueError(role, f"names split {dataset[role]!r}, which {self.name} does not define "
+                                               f"(its splits: {', '.join(self.splits)})")
+        self.check(dataset)
+
+
+def check_types(dataset: dict, types: dict[str, type | tuple[type, ...]]) -> None:
+    """Each present key must hold a value of its type (bool is not an int)."""
+    for key, kind in types.items():
+        if key not in dataset:
+            continue
+        value = dataset[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise CardValueError(key, f"must be a {names}, got {value!r}")
+
+
+def check_choice(dataset: dict, key: str, default: Any, choices: tuple) -> None:
+    """A key's value (or its default) must be one of `choices`."""
+    value = dataset.get(key, default)
+    if value not in choices:
+        raise CardValueError(key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")

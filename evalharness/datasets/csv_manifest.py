@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ManifestError
-from .base import Manifest, build_manifest, read_captions, read_csv_rows
-
-KEYS = {"file", "captions", "label_column", "classes", "require_files"}
+from .base import Adapter, CardValueError, Manifest, build_manifest, check_types, read_captions, read_csv_rows
 
 
 def load_csv_manifest(root: Path, dataset: dict, splits: list[str], require_labels: bool,
@@ -30,5 +28,15 @@ def load_csv_manifest(root: Path, dataset: dict, splits: list[str], require_labe
                           require_labels, require_files or bool(dataset.get("require_files")))
 
 
-def resolve(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
+def _resolve(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
     return load_csv_manifest(root, dataset, splits, require_labels, require_files)
+
+
+def _check(dataset: dict) -> None:
+    check_types(dataset, {"file": str, "captions": str, "label_column": str, "classes": list, "require_files": bool})
+    if "classes" in dataset and not all(isinstance(c, str) for c in dataset["classes"]):
+        raise CardValueError("classes", "must be a list of class names (strings)")
+
+
+ADAPTER = Adapter("manifest", frozenset({"file", "captions", "label_column", "classes", "require_files"}), _resolve,
+                  check=_check)

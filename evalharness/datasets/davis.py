@@ -4,17 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ManifestError, ProtocolError
-from .base import Manifest, build_manifest
+from ..errors import ManifestError
+from .base import Adapter, CardValueError, Manifest, build_manifest, check_choice
 
-KEYS = {"year", "resolution"}
+# the split lists each DAVIS release ships under ImageSets/<year>/
+SPLITS = {"2016": ("train", "val"), "2017": ("train", "val", "test-dev", "test-challenge")}
+RESOLUTIONS = ("480p", "Full-Resolution")
 
 
-def resolve(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
+def _check(dataset: dict) -> None:
+    year = str(dataset.get("year", 2017))
+    if year not in SPLITS:
+        raise CardValueError("year", f"must be 2016 or 2017, got {dataset.get('year')!r}")
+    check_choice(dataset, "resolution", "480p", RESOLUTIONS)
+    for role in ("train", "val", "test"):
+        if role in dataset and dataset[role] not in SPLITS[year]:
+            raise CardValueError(role, f"names split {dataset[role]!r}, which DAVIS-{year} does not define "
+                                       f"(its splits: {', '.join(SPLITS[year])})")
+
+
+def _resolve(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
     """Sequences of `ImageSets/<year>/<split>.txt`; each item is a folder of frames with its annotation folder."""
     year = str(dataset.get("year", 2017))
-    if year not in ("2016", "2017"):
-        raise ProtocolError(f"dataset.year must be 2016 or 2017, got {year}")
     resolution = dataset.get("resolution", "480p")
     rows = []
     for split in splits:
@@ -31,3 +42,6 @@ def resolve(root: Path, dataset: dict, splits: list[str], require_labels: bool, 
                 raise ManifestError(f"{listing} line {line_no}: no annotations folder {root / annotations}")
             rows.append({"line": line_no, "id": name, "path": str(frames), "split": split, "masks": str(annotations)})
     return build_manifest(root, rows, str(root / "ImageSets" / year), splits, None, None, False, require_files)
+
+
+ADAPTER = Adapter("davis", frozenset({"year", "resolution"}), _resolve, check=_check)

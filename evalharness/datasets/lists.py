@@ -12,8 +12,8 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import ManifestError, ProtocolError
-from .base import Manifest, build_manifest
+from ..errors import ManifestError
+from .base import Adapter, CardValueError, Manifest, build_manifest, check_choice, check_types
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
@@ -22,19 +22,15 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     return [(n, line.strip()) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
 
 
-def _split_set(dataset: dict, sets: range) -> int:
-    value = dataset.get("split_set", 1)
-    if value not in sets:
-        raise ProtocolError(f"dataset.split_set must be one of {list(sets)}, got {value!r}")
-    return value
-
-
-UCF101_KEYS = {"split_set", "lists", "videos", "require_files"}
+def _check_split_lists(dataset: dict) -> None:
+    """UCF101 and HMDB51 ship three train/test split sets."""
+    check_types(dataset, {"split_set": int, "lists": str, "videos": str, "require_files": bool})
+    check_choice(dataset, "split_set", 1, (1, 2, 3))
 
 
 def ucf101(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
     """`ucfTrainTestlist/classInd.txt`, `trainlist0N.txt`, `testlist0N.txt`; videos `UCF-101/<Class>/<name>.avi`."""
-    n = _split_set(dataset, range(1, 4))
+    n = dataset.get("split_set", 1)
     lists, videos = root / dataset.get("lists", "ucfTrainTestlist"), dataset.get("videos", "UCF-101")
     classes = [line.split()[1] for _, line in _lines(lists / "classInd.txt")]
     rows = []
@@ -47,12 +43,9 @@ def ucf101(root: Path, dataset: dict, splits: list[str], require_labels: bool, r
                           require_files or bool(dataset.get("require_files")))
 
 
-HMDB51_KEYS = {"split_set", "lists", "videos", "require_files"}
-
-
 def hmdb51(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
     """`<lists>/hmdb51_split{N}_{train,test}.txt` with lines `class/video.avi class index`; videos `<videos>/class/video.avi`."""
-    n = _split_set(dataset, range(1, 4))
+    n = dataset.get("split_set", 1)
     lists, videos = root / dataset.get("lists", "splits"), dataset.get("videos", "videos")
     rows = []
     for split in ("train", "test"):
@@ -67,7 +60,16 @@ def hmdb51(root: Path, dataset: dict, splits: list[str], require_labels: bool, r
                           require_files or bool(dataset.get("require_files")))
 
 
-KINETICS_KEYS = {"classes", "annotations", "videos", "naming", "require_files"}
+KINETICS_NAMINGS = ("id_start_end", "youtube_id")
+KINETICS_CLASSES = (400, 600, 700)
+
+
+def _check_kinetics(dataset: dict) -> None:
+    check_types(dataset, {"classes": (int, str), "annotations": str, "videos": str, "naming": str, "require_files": bool})
+    if str(dataset.get("classes", 400)) not in {str(c) for c in KINETICS_CLASSES}:
+        raise CardValueError("classes", f"must be one of {', '.join(map(str, KINETICS_CLASSES))} (Kinetics-400/600/700), "
+                                        f"got {dataset['classes']!r}")
+    check_choice(dataset, "naming", "id_start_end", KINETICS_NAMINGS)
 
 
 def kinetics(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
@@ -77,8 +79,6 @@ def kinetics(root: Path, dataset: dict, splits: list[str], require_labels: bool,
     classes = str(dataset.get("classes", 400))
     folder = root / dataset.get("annotations", "annotations")
     naming = dataset.get("naming", "id_start_end")
-    if naming not in ("id_start_end", "youtube_id"):
-        raise ProtocolError(f"dataset.naming must be id_start_end or youtube_id, got {naming!r}")
     rows = []
     for split in splits:
         path = folder / f"kinetics-{classes}_{split}.csv"
@@ -96,7 +96,6 @@ def kinetics(root: Path, dataset: dict, splits: list[str], require_labels: bool,
                           require_files or bool(dataset.get("require_files")))
 
 
-SSV2_KEYS = {"annotations", "videos", "require_files"}
 _SSV2_FILES = {"train": "something-something-v2-train.json", "validation": "something-something-v2-validation.json"}
 
 
@@ -119,8 +118,6 @@ def ssv2(root: Path, dataset: dict, splits: list[str], require_labels: bool, req
         raise ManifestError(f"{labels_path}: expected an object mapping class names to indices")
     rows = []
     for split in splits:
-        if split not in _SSV2_FILES:
-            raise ProtocolError(f"dataset split {split!r}: Something-Something v2 has train and validation")
         path = folder / _SSV2_FILES[split]
         entries = _json(path)
         if not isinstance(entries, list):
@@ -128,13 +125,11 @@ def ssv2(root: Path, dataset: dict, splits: list[str], require_labels: bool, req
         for n, entry in enumerate(entries, 1):
             if not isinstance(entry, dict) or "id" not in entry or "template" not in entry:
                 raise ManifestError(f"{path} entry {n}: expected an object with id and template")
-            rows.append({"line": n, "id": str(entry["id"]), "path": f"{dataset.get('videos', '20bn-something-something-v2')}/{entry['id']}.webm",
+            videos = dataset.get("videos", "20bn-something-something-v2")
+            rows.append({"line": n, "id": str(entry["id"]), "path": f"{videos}/{entry['id']}.webm",
                          "split": split, "label": re.sub(r"\[([^\]]*)\]", r"\1", entry["template"])})
     return build_manifest(root, rows, str(folder), splits, labels.keys(), None, require_labels,
                           require_files or bool(dataset.get("require_files")))
-
-
-MSRVTT_KEYS = {"annotations", "videos", "require_files"}
 
 
 def msrvtt(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
@@ -147,8 +142,22 @@ def msrvtt(root: Path, dataset: dict, splits: list[str], require_labels: bool, r
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         for row in reader:
-            rows.append({"line": reader.line_num, "id": row["video_id"], "path": f"{dataset.get('videos', 'videos')}/{row['video_id']}.mp4",
+            rows.append({"line": reader.line_num, "id": row["video_id"],
+                         "path": f"{dataset.get('videos', 'videos')}/{row['video_id']}.mp4",
                          "split": "test"})
             captions.setdefault(row["video_id"], []).append(row["sentence"])
     return build_manifest(root, rows, str(path), splits, None, captions, False,
                           require_files or bool(dataset.get("require_files")))
+
+
+def _check_paths(dataset: dict) -> None:
+    check_types(dataset, {"annotations": str, "videos": str, "require_files": bool})
+
+
+_LISTS = frozenset({"split_set", "lists", "videos", "require_files"})
+_FILES = frozenset({"annotations", "videos", "require_files"})
+UCF101 = Adapter("ucf101", _LISTS, ucf101, ("train", "test"), _check_split_lists)
+HMDB51 = Adapter("hmdb51", _LISTS, hmdb51, ("train", "test"), _check_split_lists)
+KINETICS = Adapter("kinetics", _FILES | {"classes", "naming"}, kinetics, ("train", "val", "test"), _check_kinetics)
+SSV2 = Adapter("ssv2", _FILES, ssv2, tuple(_SSV2_FILES), _check_paths)
+MSRVTT = Adapter("msrvtt", _FILES, msrvtt, ("test",), _check_paths)

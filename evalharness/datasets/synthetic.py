@@ -19,11 +19,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ProtocolError
-from .base import Manifest
+from .base import Adapter, CardValueError, Manifest, check_choice, check_types
 from .csv_manifest import load_csv_manifest
 
 GENERATOR_VERSION = 1
-KEYS = {"seed", "clips", "label"}
 FACTORS = {
     "shape": ("circle", "square", "triangle"),
     "colour": ("red", "green", "blue"),
@@ -164,7 +163,8 @@ def _captions(f: dict[str, str]) -> list[str]:
     solid = "" if f["texture"] == "solid" else " striped"
     return [
         f"a {f['colour']}{solid} {f['shape']} slides {f['direction']} {'quickly' if f['speed'] == 'fast' else 'slowly'}",
-        f"a{'n' if f['colour'][0] in 'aeiou' else ''} {f['colour']} {f['shape']} spinning {'clockwise' if f['rotation'] == 'cw' else 'anticlockwise'}",
+        f"a{'n' if f['colour'][0] in 'aeiou' else ''} {f['colour']} {f['shape']} spinning "
+        f"{'clockwise' if f['rotation'] == 'cw' else 'anticlockwise'}",
     ]
 
 
@@ -202,19 +202,28 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def resolve(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
-    """The synthetic adapter: the generated manifest, checked against the seed and size the card pins."""
+def _check(dataset: dict) -> None:
+    check_types(dataset, {"seed": int, "clips": int, "label": str})
+    check_choice(dataset, "label", "appearance", LABELS)
+    if dataset.get("clips", SynthConfig.clips) < 10:
+        raise CardValueError("clips", f"must be at least 10 (one per split decile), got {dataset['clips']}")
+
+
+def _resolve(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
+    """The generated manifest, checked against the seed and size the card pins."""
     label = dataset.get("label", "appearance")
-    if label not in LABELS:
-        raise ProtocolError(f"dataset.label '{label}' is not a synthetic label (one of: {', '.join(LABELS)})")
     meta_path = root / "synthetic.json"
     if not meta_path.is_file():
         raise ProtocolError(f"{root}: not a synthetic benchmark (no synthetic.json); create it with `evalharness synth {root}`")
     meta = json.loads(meta_path.read_text())
-    want = {"generator_version": GENERATOR_VERSION, "seed": dataset.get("seed", 0), "clips": dataset.get("clips", SynthConfig.clips)}
+    want = {"generator_version": GENERATOR_VERSION, "seed": dataset.get("seed", 0),
+            "clips": dataset.get("clips", SynthConfig.clips)}
     for key, value in want.items():
         if meta.get(key) != value:
             raise ProtocolError(f"{meta_path}: {key} is {meta.get(key)!r} but the card needs {value!r}; "
                                 f"regenerate with `evalharness synth {root} --seed {want['seed']} --clips {want['clips']}`")
     spec = {"file": "manifest.csv", "label_column": label, "captions": "captions.csv", "classes": label_classes(label)}
     return load_csv_manifest(root, spec, splits, require_labels, require_files)
+
+
+ADAPTER = Adapter("synthetic", frozenset({"seed", "clips", "label"}), _resolve, tuple(dict.fromkeys(SPLIT_OF_DECILE)), _check)

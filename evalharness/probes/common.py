@@ -1,4 +1,4 @@
-"""What every probe shares: opening a file against a card, and the labelled vectors of a split."""
+"""What every probe reads: an embedding file checked against its card and manifest, and its view-aggregated vectors."""
 
 from __future__ import annotations
 
@@ -7,70 +7,87 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import Manifest, resolve_manifest
+from ..datasets import Manifest
 from ..errors import ProbeError
 from ..protocol import Protocol
 from ..store import EmbeddingFile
 
 
+def unit_rows(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """x scaled to unit L2 norm along `axis` (zero vectors stay zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+
+
+def video_vectors(file: EmbeddingFile, chunk_rows: int = 8192) -> np.ndarray:
+    """(N, D) float32: the mean over views of the L2-normalised view embeddings, L2-normalised again (DESIGN.md)."""
+    n, _, dim = file.shape
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, chunk_rows):
+        block = file.clip(slice(start, start + chunk_rows))
+        out[start:start + chunk_rows] = unit_rows(unit_rows(block, axis=2).mean(axis=1))
+    return out
+
+
 @dataclass
 class ProbeInput:
-    """An embedding file checked against the card and manifest it is scored under."""
+    """An open embedding file with the card and manifest it is scored under; the video vectors are computed once
+    and shared by every probe of a scoring run."""
 
     file: EmbeddingFile
     protocol: Protocol
     manifest: Manifest
     conforming: bool = True
     notes: list[str] = field(default_factory=list)
+    shown: Path | None = None
     _vectors: np.ndarray | None = None
+
+    @property
+    def path(self) -> Path:
+        """The path messages name: the file's, or the one it was submitted as."""
+        return self.shown if self.shown is not None else self.file.path
 
     def vectors(self) -> np.ndarray:
         """View-aggregated, L2-normalised video vectors of every row of the file (read once)."""
         if self._vectors is None:
-            self._vectors = self.file.video_vectors()
+            self._vectors = video_vectors(self.file)
         return self._vectors
 
-    def split(self, role: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(ids, vectors, class indices) of the card's split for a role, skipping ids the file lacks when allowed."""
+    def items(self, role: str) -> list:
+        """The manifest items of the card's split for a role that the file embeds (all of them, if it conforms)."""
         name = self.protocol.splits.get(role)
         if name is None:
             raise ProbeError(f"protocol {self.protocol.name} names no '{role}' split")
-        present = set(self.file.ids)
+        present = self.file.id_set
         items = [item for item in self.manifest.split(name) if item.id in present]
         if not items:
-            raise ProbeError(f"{self.file.path}: no embedded clips in split '{name}'")
-        rows = self.file.rows([item.id for item in items])
-        return [item.id for item in items], self.vectors()[rows], self.manifest.label_indices(items)
+            raise ProbeError(f"{self.path}: no embedded clips in split '{name}'")
+        return items
+
+    def split(self, role: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(ids, vectors, class indices) of the card's split for a role."""
+        items = self.items(role)
+        ids = [item.id for item in items]
+        return ids, self.vectors()[self.file.rows(ids)], self.manifest.label_indices(items)
 
 
 def conformance_notes(file: EmbeddingFile, protocol: Protocol, manifest: Manifest | None,
-                      data_root: str | Path | None = None) -> list[str]:
-    """Why a file does not conform to a card (and, given one, to its manifest): one line each, empty if it does."""
+                      data_root: str | Path | None = None, shown: Path | None = None) -> list[str]:
+    """Why a file does not conform to a card (and, given one, to its manifest): one line each, empty if it does.
+    Lines name the file as `shown` (default its path)."""
+    path = shown if shown is not None else file.path
     notes = []
     if file.header.extraction_hash != protocol.extraction_hash:
-        notes.append(f"{file.path} was extracted under protocol {file.header.protocol} v{file.header.protocol_version} "
+        notes.append(f"{path} was extracted under protocol {file.header.protocol} v{file.header.protocol_version} "
                      f"(extraction_hash {file.header.extraction_hash[:12]}) but card {protocol.name} v{protocol.version} "
                      f"has extraction_hash {protocol.extraction_hash[:12]}")
     if manifest is None:
         return notes
     if file.header.manifest_hash != manifest.hash:
-        notes.append(f"{file.path} was extracted from a manifest with hash {file.header.manifest_hash[:12]} but "
-                     f"{data_root} resolves to {manifest.hash[:12]} (different clips, labels or splits)")
+        source = f"{data_root} resolves to" if data_root is not None else "the card's manifest has"
+        notes.append(f"{path} was extracted from a manifest with hash {file.header.manifest_hash[:12]} but "
+                     f"{source} {manifest.hash[:12]} (different clips, labels or splits)")
     needed = {item.id for name in set(protocol.splits.values()) for item in manifest.split(name)}
-    missing = sorted(needed - set(file.ids))
+    missing = sorted(needed - file.id_set)
     if missing:
-        notes.append(f"{file.path} lacks {len(missing)} of the {len(needed)} clips the card needs, e.g. '{missing[0]}'")
+        notes.append(f"{path} lacks {len(missing)} of the {len(needed)} clips the card needs, e.g. '{missing[0]}'")
     return notes
-
-
-def open_for_probe(path: str | Path, protocol: Protocol, data_root: str | Path | None, allow_mismatch: bool = False,
-                   manifest: Manifest | None = None) -> ProbeInput:
-    """Open and validate a file, refusing one from another card or manifest, or lacking needed ids, unless allowed.
-    The labels come from `manifest` when given (a leaderboard's stored one), else from the card under `data_root`."""
-    file = EmbeddingFile(path)
-    manifest = manifest if manifest is not None else resolve_manifest(protocol, data_root)
-    notes = conformance_notes(file, protocol, manifest, data_root)
-    if notes and not allow_mismatch:
-        file.close()
-        raise ProbeError(notes[0] + " (use --allow-mismatch to score anyway, marked non-conforming)")
-    return ProbeInput(file, protocol, manifest, conforming=not notes, notes=notes)

@@ -14,28 +14,33 @@ import faiss
 import numpy as np
 import torch
 
-from ..metrics import accuracy_metric, ranked_classes, topk_correct
+from ..metrics import accuracy_estimate, ranked_classes, topk_correct
+from ..protocol import Task
+from .base import ProbeOutcome, ProbeSpec, positive_ints, sorted_unique
 from .common import ProbeInput
-
-TASKS = ("classification",)
 
 
 @dataclass(frozen=True)
 class Config:
-    k: list[int] | tuple[int, ...] = (10, 20, 100, 200)
+    k: tuple[int, ...] = (10, 20, 100, 200)
     temperature: float = 0.07
     headline_k: int = 20
 
-    def validate(self) -> None:
-        ks = list(self.k)
-        if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
-            raise ValueError(f"k must be a list of positive integers, got {self.k!r}")
-        if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature!r}")
-        if self.headline_k not in ks:
-            raise ValueError(f"headline_k {self.headline_k} must be one of k {ks}")
-        object.__setattr__(self, "k", sorted(set(ks)))
-        object.__setattr__(self, "temperature", float(self.temperature))
+    def __post_init__(self) -> None:
+        positive_ints(self.k, "k")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, float) or not self.temperature > 0:
+            raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
+        if self.headline_k not in self.k:
+            raise ValueError(f"headline_k {self.headline_k} must be one of k {list(self.k)}")
+
+    @staticmethod
+    def normalise(raw: dict) -> dict:
+        """k sorted without duplicates, temperature as a float (so equal settings hash equally)."""
+        if "k" in raw:
+            raw["k"] = sorted_unique(raw["k"])
+        if isinstance(raw.get("temperature"), int) and not isinstance(raw["temperature"], bool):
+            raw["temperature"] = float(raw["temperature"])
+        return raw
 
 
 def _exact_neighbours(train: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +107,7 @@ def vote(sims: np.ndarray, ids: np.ndarray, train_labels: np.ndarray, n_classes:
     return scores
 
 
-def run(data: ProbeInput, config: Config, device: str = "cpu") -> dict:
+def run(data: ProbeInput, config: Config, device: str = "cpu") -> ProbeOutcome:
     """Score the test split by kNN over the train split; returns metrics, chosen settings and predictions."""
     _, train_x, train_y = data.split("train")
     test_ids, test_x, test_y = data.split("test")
@@ -113,14 +118,16 @@ def run(data: ProbeInput, config: Config, device: str = "cpu") -> dict:
         kk = min(k, len(train_y))
         ranked = ranked_classes(vote(sims, ids, train_y, n_classes, kk, config.temperature), min(5, n_classes))
         top1 = topk_correct(ranked, test_y, 1)
-        metrics[f"top1@k{k}"] = accuracy_metric(top1)
-        metrics[f"top5@k{k}"] = accuracy_metric(topk_correct(ranked, test_y, 5))
-        metrics[f"mean_class@k{k}"] = accuracy_metric(top1, test_y, per_class=True)
+        metrics[f"top1@k{k}"] = accuracy_estimate(top1)
+        metrics[f"top5@k{k}"] = accuracy_estimate(topk_correct(ranked, test_y, 5))
+        metrics[f"mean_class@k{k}"] = accuracy_estimate(top1, test_y, per_class=True)
         used[str(k)] = kk
         if k == config.headline_k:
             predictions = {"ids": test_ids, "label": [data.manifest.classes[c] for c in test_y],
                            "predicted": [data.manifest.classes[c] for c in ranked[:, 0]],
                            "value": top1.astype(int).tolist()}
-    return {"headline": f"top1@k{config.headline_k}", "metrics": metrics,
-            "chosen": {"k_used": used, "temperature": config.temperature, "train_size": int(len(train_y))},
-            "predictions": predictions}
+    return ProbeOutcome(f"top1@k{config.headline_k}", metrics,
+                        {"k_used": used, "temperature": config.temperature, "train_size": len(train_y)}, predictions)
+
+
+SPEC = ProbeSpec("knn", frozenset({Task.CLASSIFICATION}), Config, run)

@@ -22,10 +22,14 @@ import torch.nn.functional as F
 
 from ..errors import ProbeError
 from ..masks import mask_files, read_label_mask, write_palette_mask
-from ..metrics import davis_object_scores, mean_metric
+from ..metrics import davis_object_scores, mean_estimate
+from ..protocol import Task
+from .base import ProbeOutcome, ProbeSpec
 from .common import ProbeInput
 
-TASKS = ("label-propagation",)
+
+def _positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 @dataclass(frozen=True)
@@ -36,12 +40,13 @@ class Config:
     radius: float = 12
     boundary_threshold: float = 0.008
 
-    def validate(self) -> None:
-        if not isinstance(self.context, int) or self.context < 0:
+    def __post_init__(self) -> None:
+        if isinstance(self.context, bool) or not isinstance(self.context, int) or self.context < 0:
             raise ValueError(f"context must be a non-negative integer, got {self.context!r}")
-        if not isinstance(self.topk, int) or self.topk < 1:
+        if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
             raise ValueError(f"topk must be a positive integer, got {self.topk!r}")
-        if not self.temperature > 0 or not self.radius > 0 or not 0 < self.boundary_threshold < 1:
+        if not (_positive(self.temperature) and _positive(self.radius) and _positive(self.boundary_threshold)
+                and self.boundary_threshold < 1):
             raise ValueError("temperature and radius must be positive, boundary_threshold in (0, 1)")
 
 
@@ -74,13 +79,15 @@ def propagate(features: torch.Tensor, first_labels: torch.Tensor, config: Config
             query = feats[t, rows.start:rows.stop].reshape(-1, d)
             # top-k of each context frame, then top-k of their union: the joint top-k, without
             # materialising the affinity to every context position at once
-            candidates = [_topk_labels(query @ feats[0].reshape(-1, d).T, labels[0].reshape(-1, labels[0].shape[-1]), config.topk)]
+            candidates = [_topk_labels(query @ feats[0].reshape(-1, d).T, labels[0].reshape(-1, labels[0].shape[-1]),
+                                       config.topk)]
             if previous:
                 band = range(max(0, rows.start - radius), min(h, rows.stop + radius))
                 far = _grid_distance(rows, band, w, features.device) > config.radius
                 for p in previous:
                     local = (query @ feats[p, band.start:band.stop].reshape(-1, d).T).masked_fill_(far, -torch.inf)
-                    candidates.append(_topk_labels(local, labels[p][band.start:band.stop].reshape(-1, labels[p].shape[-1]), config.topk))
+                    context = labels[p][band.start:band.stop].reshape(-1, labels[p].shape[-1])
+                    candidates.append(_topk_labels(local, context, config.topk))
             affinity = torch.cat([c[0] for c in candidates], 1)
             context = torch.cat([c[1] for c in candidates], 1)
             top, index = affinity.topk(min(config.topk, affinity.shape[1]), dim=1)
@@ -118,12 +125,9 @@ def to_masks(soft: torch.Tensor, frame_size: tuple[int, int], stride: int, out_s
     return full.argmax(1).to(torch.uint8).numpy()
 
 
-def run(data: ProbeInput, config: Config, device: str = "cpu", save_masks: str | Path | None = None) -> dict:
+def run(data: ProbeInput, config: Config, device: str = "cpu", save_masks: str | Path | None = None) -> ProbeOutcome:
     """Propagate the first-frame masks of every test video and score J, F and J&F per object."""
-    name = data.protocol.splits.get("test")
-    items = [item for item in data.manifest.split(name) if item.id in set(data.file.ids)]
-    if not items:
-        raise ProbeError(f"{data.file.path}: no embedded test videos")
+    items = data.items("test")
     objects, per_sequence = [], {}
     for item in items:
         if item.masks is None:
@@ -140,7 +144,7 @@ def run(data: ProbeInput, config: Config, device: str = "cpu", save_masks: str |
         predicted = to_masks(propagate(maps, first, config).cpu(), frame_size, stride, truth.shape[1:])
         predicted[0] = truth[0]
         if save_masks is not None:
-            for path, ids in zip(mask_files(item.masks), predicted):
+            for path, ids in zip(mask_files(item.masks), predicted, strict=True):
                 write_palette_mask(Path(save_masks) / item.id / path.name, ids)
         per_sequence[item.id] = {}
         for obj in range(1, n_objects + 1):
@@ -149,10 +153,12 @@ def run(data: ProbeInput, config: Config, device: str = "cpu", save_masks: str |
             objects.append((f"{item.id}_{obj}", scores))
     j = np.array([s["J"] for _, s in objects])
     f = np.array([s["F"] for _, s in objects])
-    metrics = {"J&F": mean_metric((j + f) / 2), "J": mean_metric(j), "F": mean_metric(f),
-               "J_recall": mean_metric([s["J_recall"] for _, s in objects]),
-               "F_recall": mean_metric([s["F_recall"] for _, s in objects])}
-    return {"headline": "J&F", "metrics": metrics,
-            "chosen": {"objects": len(objects), "sequences": len(per_sequence), "per_sequence": per_sequence},
-            "predictions": {"ids": [o for o, _ in objects], "value": ((j + f) / 2).tolist(),
-                            "J": j.tolist(), "F": f.tolist()}}
+    metrics = {"J&F": mean_estimate((j + f) / 2), "J": mean_estimate(j), "F": mean_estimate(f),
+               "J_recall": mean_estimate([s["J_recall"] for _, s in objects]),
+               "F_recall": mean_estimate([s["F_recall"] for _, s in objects])}
+    return ProbeOutcome("J&F", metrics, {"objects": len(objects), "sequences": len(per_sequence),
+                                         "per_sequence": per_sequence},
+                        {"ids": [o for o, _ in objects], "value": ((j + f) / 2).tolist(), "J": j.tolist(), "F": f.tolist()})
+
+
+SPEC = ProbeSpec("labelprop", frozenset({Task.LABEL_PROPAGATION}), Config, run, frozenset({"save_masks"}))

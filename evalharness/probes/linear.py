@@ -16,10 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ProbeError
-from ..metrics import accuracy_metric, ranked_classes, topk_correct
-from .common import ProbeInput
+from ..metrics import accuracy_estimate, ranked_classes, topk_correct
+from ..protocol import Task
+from .base import ProbeOutcome, ProbeSpec
+from .common import ProbeInput, unit_rows
 
-TASKS = ("classification",)
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -31,17 +35,21 @@ class Config:
     max_iter: int = 1000
     tolerance: float = 1e-4
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         grid = self.c_grid
         if not isinstance(grid, dict) or set(grid) != {"log10_min", "log10_max", "steps"}:
             raise ValueError("c_grid must be {log10_min, log10_max, steps}")
-        if not grid["log10_min"] <= grid["log10_max"] or not isinstance(grid["steps"], int) or grid["steps"] < 1:
-            raise ValueError(f"c_grid {grid} is empty")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not (_number(grid["log10_min"]) and _number(grid["log10_max"]) and grid["log10_min"] <= grid["log10_max"]
+                and isinstance(grid["steps"], int) and not isinstance(grid["steps"], bool) and grid["steps"] >= 1):
+            raise ValueError(f"c_grid {grid} is empty or not numeric")
+        if not _number(self.val_fraction) or not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if self.views not in ("mean", "clips"):
             raise ValueError(f"views must be 'mean' or 'clips', got {self.views!r}")
-        if not isinstance(self.max_iter, int) or self.max_iter < 1 or not self.tolerance > 0:
+        if (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1
+                or not _number(self.tolerance) or not self.tolerance > 0):
             raise ValueError("max_iter must be a positive integer and tolerance positive")
 
     def grid(self) -> np.ndarray:
@@ -100,8 +108,7 @@ def _samples(data: ProbeInput, role: str, per_view: bool) -> tuple[list[str], np
     ids, vectors, labels = data.split(role)
     if not per_view:
         return ids, vectors, labels, 1
-    views = data.file.clip(data.file.rows(ids))
-    views /= np.maximum(np.linalg.norm(views, axis=2, keepdims=True), 1e-12)
+    views = unit_rows(data.file.clip(data.file.rows(ids)), axis=2)
     n, v, d = views.shape
     return ids, views.reshape(n * v, d), np.repeat(labels, v), v
 
@@ -151,7 +158,7 @@ def select_and_fit(train_x: np.ndarray, train_y: np.ndarray, n_classes: int, con
     return LinearFit(mean, std, final, curve[best]["C"], curve, len(fit_videos), len(val_videos))
 
 
-def run(data: ProbeInput, config: Config, device: str = "cpu") -> dict:
+def run(data: ProbeInput, config: Config, device: str = "cpu") -> ProbeOutcome:
     """Choose C on validation, refit on train, score test; returns metrics, the C curve and predictions."""
     per_view = config.views == "clips"
     _, train_x, train_y, train_views = _samples(data, "train", per_view)
@@ -161,13 +168,16 @@ def run(data: ProbeInput, config: Config, device: str = "cpu") -> dict:
     try:
         fit = select_and_fit(train_x, train_y, n_classes, config, device, train_views)
     except ProbeError as exc:
-        raise ProbeError(f"{data.file.path}: {exc}") from None
+        raise ProbeError(f"{data.path}: {exc}") from None
     ranked = ranked_classes(fit.probabilities(test_x, test_views), min(5, n_classes))
     top1 = topk_correct(ranked, test_y, 1)
-    metrics = {"top1": accuracy_metric(top1), "top5": accuracy_metric(topk_correct(ranked, test_y, 5)),
-               "mean_class": accuracy_metric(top1, test_y, per_class=True)}
-    return {"headline": "top1", "metrics": metrics,
-            "chosen": {"C": fit.c, "val_videos": fit.val_videos, "fit_videos": fit.fit_videos, "curve": fit.curve},
-            "predictions": {"ids": test_ids, "label": [data.manifest.classes[c] for c in test_y],
-                            "predicted": [data.manifest.classes[c] for c in ranked[:, 0]],
-                            "value": top1.astype(int).tolist()}}
+    metrics = {"top1": accuracy_estimate(top1), "top5": accuracy_estimate(topk_correct(ranked, test_y, 5)),
+               "mean_class": accuracy_estimate(top1, test_y, per_class=True)}
+    return ProbeOutcome("top1", metrics,
+                        {"C": fit.c, "val_videos": fit.val_videos, "fit_videos": fit.fit_videos, "curve": fit.curve},
+                        {"ids": test_ids, "label": [data.manifest.classes[c] for c in test_y],
+                         "predicted": [data.manifest.classes[c] for c in ranked[:, 0]],
+                         "value": top1.astype(int).tolist()})
+
+
+SPEC = ProbeSpec("linear", frozenset({Task.CLASSIFICATION}), Config, run)

@@ -13,25 +13,27 @@ import numpy as np
 import torch
 
 from ..errors import ProbeError
-from ..metrics import bootstrap_ci
-from .common import ProbeInput
+from ..metrics import Estimate, estimate, mean_estimate
+from ..protocol import Task
+from .base import ProbeOutcome, ProbeSpec, positive_ints, sorted_unique
+from .common import ProbeInput, unit_rows
 
-TASKS = ("classification", "retrieval", "text-retrieval")
 TEXT_KS = (1, 5, 10)
 
 
 @dataclass(frozen=True)
 class Config:
-    k: list[int] | tuple[int, ...] = (1, 5, 10, 20, 50)
+    k: tuple[int, ...] = (1, 5, 10, 20, 50)
 
-    def validate(self) -> None:
-        if not self.k or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.k):
-            raise ValueError(f"k must be a list of positive integers, got {self.k!r}")
-        object.__setattr__(self, "k", sorted(set(self.k)))
+    def __post_init__(self) -> None:
+        positive_ints(self.k, "k")
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    @staticmethod
+    def normalise(raw: dict) -> dict:
+        """k sorted without duplicates (so equal settings hash equally)."""
+        if "k" in raw:
+            raw["k"] = sorted_unique(raw["k"])
+        return raw
 
 
 def ranks(queries: np.ndarray, gallery: np.ndarray, relevant: np.ndarray, device: str = "cpu",
@@ -56,33 +58,31 @@ def ranks(queries: np.ndarray, gallery: np.ndarray, relevant: np.ndarray, device
     return out
 
 
-def _recall(rank: np.ndarray, k: int) -> dict:
-    hits = rank <= k
-    low, high = bootstrap_ci(lambda idx: float(hits[idx].mean()), len(hits))
-    return {"value": float(hits.mean()), "ci_low": low, "ci_high": high, "n": int(len(hits))}
+def _recall(rank: np.ndarray, k: int) -> Estimate:
+    return mean_estimate(rank <= k)
 
 
-def _rank_stat(rank: np.ndarray, fn) -> dict:
-    low, high = bootstrap_ci(lambda idx: float(fn(rank[idx])), len(rank))
-    return {"value": float(fn(rank)), "ci_low": low, "ci_high": high, "n": int(len(rank))}
+def _rank_stat(rank: np.ndarray, fn) -> Estimate:
+    """A statistic of ranks (median, mean): lower is better."""
+    return estimate(lambda idx: float(fn(rank[idx])), len(rank), higher_is_better=False)
 
 
-def video_to_video(data: ProbeInput, config: Config, device: str) -> dict:
+def video_to_video(data: ProbeInput, config: Config, device: str) -> ProbeOutcome:
     """Test videos query the train videos; a hit is a same-class video within the top k."""
     _, train_x, train_y = data.split("train")
     test_ids, test_x, test_y = data.split("test")
     rank = ranks(test_x, train_x, lambda s: test_y[s][:, None] == train_y[None, :], device)
     metrics = {f"R@{k}": _recall(rank, k) for k in config.k}
-    return {"headline": f"R@{config.k[0]}", "metrics": metrics, "chosen": {"gallery_size": int(len(train_y))},
-            "predictions": {"ids": test_ids, "rank": rank.tolist(), "value": (rank <= config.k[0]).astype(int).tolist()}}
+    return ProbeOutcome(f"R@{config.k[0]}", metrics, {"gallery_size": len(train_y)},
+                        {"ids": test_ids, "rank": rank.tolist(), "value": (rank <= config.k[0]).astype(int).tolist()})
 
 
 def _text(data: ProbeInput) -> tuple[list[str], np.ndarray, list[str]]:
     """Caption ids, embeddings and ground-truth video of each test caption; the truth comes from our manifest."""
-    f = data.file
-    if not f.has_text:
-        raise ProbeError(f"{f.path}: no text/ group (caption embeddings); extract with a model that has a text tower")
-    file_ids, file_videos, embeddings = f.text()
+    if not data.file.has_text:
+        raise ProbeError(f"{data.path}: no text/ group (caption embeddings); extract with a model that has a text tower")
+    text = data.file.text()
+    file_ids, file_videos, embeddings = text.ids, text.video_ids, text.embeddings
     test = {item.id for item in data.manifest.split(data.protocol.splits["test"])}
     truth = {f"{vid}#{i}": vid for vid, captions in data.manifest.captions.items() if vid in test
              for i in range(len(captions))}
@@ -91,19 +91,19 @@ def _text(data: ProbeInput) -> tuple[list[str], np.ndarray, list[str]]:
     row = {cid: i for i, cid in enumerate(file_ids)}
     missing = sorted(set(truth) - set(row))
     if missing:
-        raise ProbeError(f"{f.path}: lacks embeddings for {len(missing)} test captions, e.g. '{missing[0]}'")
+        raise ProbeError(f"{data.path}: lacks embeddings for {len(missing)} test captions, e.g. '{missing[0]}'")
     ids = sorted(truth)
     wrong = [cid for cid in ids if file_videos[row[cid]] != truth[cid]]
     if wrong:
-        raise ProbeError(f"{f.path}: text/video_ids disagrees with the manifest for caption '{wrong[0]}'")
+        raise ProbeError(f"{data.path}: text/video_ids disagrees with the manifest for caption '{wrong[0]}'")
     return ids, embeddings[[row[cid] for cid in ids]], [truth[cid] for cid in ids]
 
 
-def text_video(data: ProbeInput, config: Config, device: str) -> dict:
+def text_video(data: ProbeInput, config: Config, device: str) -> ProbeOutcome:
     """Text-to-video and video-to-text R@1/5/10, median and mean rank over the test videos and their captions."""
     video_ids, videos = _test_videos(data)
     caption_ids, texts, truth = _text(data)
-    texts = _unit(texts)
+    texts = unit_rows(texts)
     column = {vid: i for i, vid in enumerate(video_ids)}
     gt = np.array([column[v] for v in truth])
     t2v = ranks(texts, videos, lambda s: gt[s][:, None] == np.arange(len(video_ids))[None, :], device)
@@ -114,19 +114,21 @@ def text_video(data: ProbeInput, config: Config, device: str) -> dict:
             metrics[f"{name}_R@{k}"] = _recall(rank, k)
         metrics[f"{name}_MdR"] = _rank_stat(rank, np.median)
         metrics[f"{name}_MnR"] = _rank_stat(rank, np.mean)
-    return {"headline": "t2v_R@1", "metrics": metrics,
-            "chosen": {"videos": int(len(video_ids)), "captions": int(len(caption_ids))},
-            "predictions": {"ids": caption_ids, "rank": t2v.tolist(), "value": (t2v <= 1).astype(int).tolist()}}
+    return ProbeOutcome("t2v_R@1", metrics, {"videos": len(video_ids), "captions": len(caption_ids)},
+                        {"ids": caption_ids, "rank": t2v.tolist(), "value": (t2v <= 1).astype(int).tolist()})
 
 
 def _test_videos(data: ProbeInput) -> tuple[list[str], np.ndarray]:
     """Ids and vectors of the embedded test videos (text retrieval needs no class labels)."""
-    present = set(data.file.ids)
-    ids = [item.id for item in data.manifest.split(data.protocol.splits["test"]) if item.id in present]
+    ids = [item.id for item in data.items("test")]
     return ids, data.vectors()[data.file.rows(ids)]
 
 
-def run(data: ProbeInput, config: Config, device: str = "cpu") -> dict:
-    if data.protocol.task == "text-retrieval":
+def run(data: ProbeInput, config: Config, device: str = "cpu") -> ProbeOutcome:
+    """Text-video retrieval on a text-retrieval card, video-to-video class retrieval otherwise."""
+    if data.protocol.task == Task.TEXT_RETRIEVAL:
         return text_video(data, config, device)
     return video_to_video(data, config, device)
+
+
+SPEC = ProbeSpec("retrieval", frozenset({Task.CLASSIFICATION, Task.RETRIEVAL, Task.TEXT_RETRIEVAL}), Config, run)

@@ -7,20 +7,19 @@ DistributedSampler: it pads the last batch with repeated samples.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from .datasets import resolve_manifest
-from .errors import HarnessError
-from .extract import ExtractConfig, ExtractSummary, extract, parts_dir_for
-from .progress import bar
-from .protocol import Protocol, protocol_from_json
-from .store import PART_RE, EmbeddingFile
+from ..datasets import resolve_manifest
+from ..errors import HarnessError
+from ..progress import bar
+from ..protocol import Protocol
+from ..store import PART_RE, EmbeddingFile, read_parts
+from .chunks import chunk_plan, chunk_size_for
+from .pipeline import ExtractConfig, ExtractSummary, extract, parts_dir_for
 
 
 def shard_from_env(env: Mapping[str, str] = os.environ) -> tuple[int, int]:
@@ -46,12 +45,12 @@ def device_for_rank(device: str, env: Mapping[str, str] = os.environ) -> str:
     return f"cuda:{env['LOCAL_RANK']}" if device == "cuda" and "LOCAL_RANK" in env else device
 
 
-def _extract_shard(model: str, weights: str | None, protocol_json: str, data_root: str, out: str,
+def _extract_shard(model: str, weights: str | None, protocol: Protocol, data_root: str, out: str,
                    cfg: ExtractConfig) -> tuple[int, int, list[tuple[str, str]]]:
     """One Ray task: build the model on the worker and extract one shard into the shared parts folder."""
-    from .backbones import build_backbone
+    from ..backbones import build_backbone
 
-    summary = extract(build_backbone(model, weights), protocol_from_json(protocol_json), data_root, out, cfg)
+    summary = extract(build_backbone(model, weights), protocol, data_root, out, cfg)
     return summary.embedded, summary.resumed_chunks, summary.failures
 
 
@@ -62,9 +61,11 @@ def run_ray(model: str, weights: str | None, protocol: Protocol, data_root: str 
     import ray
 
     if shards is not None and shards < 1:
-        raise HarnessError("--shards must be at least 1")
+        raise HarnessError(f"a Ray run needs at least one shard, got {shards}")
     out, started = Path(out), time.perf_counter()
-    chunks_total = math.ceil(len(resolve_manifest(protocol, data_root).items) / cfg.batch_size)
+    parts = parts_dir_for(out)
+    chunk_size = chunk_size_for(read_parts(parts), cfg.chunk_size)
+    chunks_total = len(chunk_plan(len(resolve_manifest(protocol, data_root).items), chunk_size))
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     gpus = 1 if cfg.device.startswith("cuda") else 0
@@ -72,10 +73,10 @@ def run_ray(model: str, weights: str | None, protocol: Protocol, data_root: str 
         shards = max(1, int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1)))
     device = "cuda" if gpus else cfg.device
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(_extract_shard)
-    pending = [task.remote(model, weights, json.dumps(protocol.to_dict(), sort_keys=True), str(Path(data_root).resolve()), str(out.resolve()),
-                           replace(cfg, shard=(i, shards), device=device, quiet=True)) for i in range(shards)]
+    pending = [task.remote(model, weights, protocol, str(Path(data_root).resolve()), str(out.resolve()),
+                           replace(cfg, shard=(i, shards), device=device, chunk_size=chunk_size, quiet=True))
+               for i in range(shards)]
     results = []
-    parts = parts_dir_for(out)
     with bar(chunks_total, f"extract {model} {protocol.name} on Ray ({shards} shards)", "chunk", cfg.quiet) as progress:
         while pending:
             ready, pending = ray.wait(pending, timeout=2.0)

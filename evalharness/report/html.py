@@ -6,7 +6,7 @@ import base64
 import html
 import io
 
-from .report import NOTE, _text
+from .board import NOTE, cell_text
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
@@ -55,7 +55,7 @@ def _plots(data: dict) -> list[tuple[str, str]]:
     columns = data["columns"]
     if columns:
         figure, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.2), squeeze=False)
-        for ax, column in zip(axes[0], columns):
+        for ax, column in zip(axes[0], columns, strict=True):
             rows = [r for r in data["rows"] if column in r["cells"]]
             cells = [r["cells"][column] for r in rows]
             values = [c["value"] for c in cells]
@@ -93,7 +93,7 @@ def page(data: dict, title: str = "evalharness leaderboard") -> str:
         for column in data["columns"]:
             cell = row["cells"].get(column)
             value = cell["value"] if cell else float("-inf")
-            cells.append(f'<td data-sort="{value}">{html.escape(_text(cell)) if cell else ""}</td>')
+            cells.append(f'<td data-sort="{value}">{html.escape(cell_text(cell)) if cell else ""}</td>')
         covered = len(row["cells"])
         cells.append(f'<td data-sort="{covered}">{row["coverage"]}</td>')
         cells.append(f'<td data-sort="{row["mean_rank"]}">{row["mean_rank"]:.2f}</td>')

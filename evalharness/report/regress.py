@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import HarnessError
-from .report import long_rows, render
+from ..errors import HarnessError
+from .tables import long_rows, render
 
 
 @dataclass(frozen=True)

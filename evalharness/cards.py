@@ -1,0 +1,91 @@
+"""Protocol cards as users write them: load a card by name or path, and check its dataset and probes blocks
+against the adapter and probes that will run it, so an impossible card fails when it is loaded, not halfway
+through a run.
+
+The card model (`protocol`) sits below the datasets and probes; this module sits above
+both and joins them.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .datasets import CardValueError, adapter
+from .errors import ProtocolError
+from .probes import resolve_config
+from .protocol import ROLES, Protocol, check_keys, parse_structure, where
+
+
+def _dataset(protocol: Protocol) -> None:
+    raw = protocol.dataset
+    try:
+        layout = adapter(raw["adapter"])
+    except KeyError as exc:
+        raise ProtocolError(f"{where(protocol.name, 'dataset.adapter')}: {exc.args[0]}") from None
+    check_keys(protocol.name, "dataset", raw, set(layout.keys) | {"adapter", *ROLES}, {"test"})
+    try:
+        layout.check_card(raw)
+    except CardValueError as exc:
+        raise ProtocolError(f"{where(protocol.name, 'dataset.' + exc.key)} {exc.problem}") from None
+
+
+def _probes(protocol: Protocol) -> dict:
+    out = {}
+    for name, settings in protocol.probes.items():
+        try:
+            out[name] = resolve_config(name, settings, protocol.task)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"{where(protocol.name, 'probes.' + name)}: {exc.args[0] if exc.args else exc}") from None
+    return out
+
+
+def parse_protocol(raw: Any, source: str = "<memory>") -> Protocol:
+    """Validate a card's mapping against the card model, its adapter and its probes, resolving every default;
+    errors name the key at fault."""
+    protocol = parse_structure(raw, source)
+    _dataset(protocol)
+    return replace(protocol, probes=_probes(protocol))
+
+
+def _shipped_folder() -> Path:
+    return Path(str(resources.files("evalharness.protocols")))
+
+
+def shipped_cards() -> dict[str, Path]:
+    """Names of the cards that ship with the harness, to their files."""
+    return {p.stem: p for p in sorted(_shipped_folder().glob("*.yaml"))}
+
+
+def _read_card(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ProtocolError(f"protocol {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"protocol {path}: unreadable ({exc})") from None
+
+
+@functools.cache
+def shipped_protocol(name: str) -> Protocol:
+    """A shipped card, parsed once per process."""
+    cards = shipped_cards()
+    if name not in cards:
+        raise ProtocolError(f"protocol {name}: no such file or shipped card (shipped: {', '.join(sorted(cards))})")
+    protocol = parse_protocol(_read_card(cards[name]), str(cards[name]))
+    if protocol.name != name:
+        raise ProtocolError(f"protocol {cards[name]}: shipped card file name must equal its name '{protocol.name}'")
+    return protocol
+
+
+def load_protocol(ref: str | Path) -> Protocol:
+    """Load a card by path to a YAML file, or by shipped name."""
+    path = Path(ref)
+    if path.is_file():
+        return parse_protocol(_read_card(path), str(path))
+    return shipped_protocol(str(ref))

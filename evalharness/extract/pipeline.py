@@ -1,0 +1,352 @@
+"""Manifest x protocol x backbone -> part files -> one embedding file.
+
+Clips are decoded one at a time in DataLoader workers (memory bounded by the clips in
+flight, not by the chunk); the main process runs the forward passes, `batch_size`
+clip views at a time, and writes a part when a chunk's clips are all in. A chunk's
+forward batches never cross its boundary, so a resumed or sharded run with the same
+batch size feeds the model exactly the batches of one uninterrupted run. A clip that
+cannot be decoded is recorded with its reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .. import __version__
+from ..backbones import Backbone, build_backbone
+from ..datasets import Item, Manifest, resolve_manifest
+from ..environment import environment
+from ..errors import DecodeError, HarnessError, OtherRunError
+from ..locking import locked
+from ..progress import bar
+from ..protocol import Protocol, Task
+from ..sampling import frame_indices
+from ..store import (
+    TEXT_PART,
+    Chunk,
+    DenseMaps,
+    EmbeddingFile,
+    Header,
+    TextEmbeddings,
+    check_parts,
+    finalize,
+    part_failures,
+    part_path,
+    read_parts,
+    write_part,
+    write_text_part,
+)
+from ..video import make_views, normalization, read_sampled
+from .chunks import chunk_plan, chunk_size_for, shard_chunks
+
+AUTOCAST = ("none", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """How to run an extraction. `batch_size` (clip views per forward pass) may change between resumed runs;
+    `chunk_size` (clips per part file) is fixed per output file: None takes the unfinished run's, or the default."""
+
+    batch_size: int = 16
+    chunk_size: int | None = None
+    workers: int = 2
+    device: str = "cpu"
+    shard: tuple[int, int] = (0, 1)
+    dtype: str = "float32"
+    autocast: str = "none"
+    retry_failures: bool = False
+    keep_parts: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        index, count = self.shard
+        if not 0 <= index < count:
+            raise HarnessError(f"shard {index}/{count}: need 0 <= i < N")
+        if self.batch_size < 1:
+            raise HarnessError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.autocast not in AUTOCAST:
+            raise HarnessError(f"autocast {self.autocast}: choose one of {', '.join(AUTOCAST)}")
+        if self.dtype not in ("float32", "float16"):
+            raise HarnessError(f"stored dtype {self.dtype}: choose float32 or float16")
+
+
+@dataclass
+class ExtractSummary:
+    out: Path
+    embedded: int = 0
+    resumed_chunks: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    finalized: bool = False
+
+    @property
+    def clips_per_second(self) -> float:
+        return (self.embedded + len(self.failures)) / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Sample:
+    id: str
+    views: torch.Tensor | None = None
+    indices: np.ndarray | None = None
+    error: str | None = None
+
+
+class ClipDataset(Dataset):
+    """Decodes and transforms one clip per item in a worker; failures come back as data, never as exceptions."""
+
+    def __init__(self, items: list[Item], protocol: Protocol, mean: torch.Tensor, std: torch.Tensor, threads: int):
+        self.items, self.protocol, self.mean, self.std, self.threads = items, protocol, mean, std, threads
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Sample:
+        item = self.items[index]
+        p = self.protocol
+        try:
+            _, indices, frames = read_sampled(item.path, lambda n: frame_indices(p.frames, p.views.temporal, n), self.threads)
+            views = make_views(indices, frames, p.transform, p.views.spatial, self.mean, self.std)
+            return Sample(item.id, views, indices)
+        except DecodeError as exc:
+            return Sample(item.id, error=str(exc))
+        except Exception as exc:  # a broken file must not end a long run: record it and go on
+            return Sample(item.id, error=f"{item.path}: {type(exc).__name__}: {exc}")
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _as_is(sample: Sample) -> Sample:
+    return sample
+
+
+def clip_loader(items: list[Item], protocol: Protocol, backbone: Backbone, order: list[int], workers: int) -> DataLoader:
+    """Decoded, transformed clips of the items at `order`, one at a time, in that order, decoded in `workers`
+    processes (at most two clips ahead per worker)."""
+    mean, std = normalization(protocol.transform, backbone.input.mean, backbone.input.std)
+    dataset = ClipDataset(items, protocol, mean, std, threads=1 if workers > 0 else 0)
+    return DataLoader(dataset, batch_size=None, sampler=order, num_workers=workers, collate_fn=_as_is,
+                      worker_init_fn=_worker_init)
+
+
+def check_compatible(backbone: Backbone, protocol: Protocol) -> None:
+    """A card that feeds a model frames or sizes it cannot take is an error before any work starts."""
+    want = backbone.input
+    if want.frames is not None and protocol.frames.count != want.frames:
+        raise HarnessError(f"model {backbone.name} takes {want.frames} frames per clip but protocol {protocol.name} feeds "
+                           f"{protocol.frames.count if protocol.frames.count else 'all'}")
+    if want.size is not None and protocol.transform.crop != want.size:
+        raise HarnessError(f"model {backbone.name} takes {want.size}x{want.size} crops but protocol {protocol.name} "
+                           f"crops {protocol.transform.crop}")
+    if protocol.task == Task.TEXT_RETRIEVAL and not backbone.has_text:
+        raise HarnessError(f"model {backbone.name} has no text tower, which protocol {protocol.name} needs")
+    if protocol.task == Task.LABEL_PROPAGATION and backbone.dense_stride is None:
+        raise HarnessError(f"model {backbone.name} has no dense feature maps, which protocol {protocol.name} needs")
+
+
+def autocast(cfg: ExtractConfig) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward passes when asked for (meant for GPUs; recorded in the file)."""
+    if cfg.autocast == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(cfg.device).type, dtype=getattr(torch, cfg.autocast))
+
+
+def dry_run(backbone: Backbone, protocol: Protocol, cfg: ExtractConfig) -> None:
+    """One blank clip through the model before any decoding, so a card the model cannot take fails at once."""
+    count, crop = protocol.frames.count, protocol.transform.crop
+    if count is None or crop is None:
+        return
+    clip = torch.zeros(1, count, 3, crop, crop, device=torch.device(cfg.device))
+    try:
+        with torch.inference_mode(), autocast(cfg):
+            backbone.embed(clip)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise HarnessError(f"model {backbone.name} cannot take clips of {count} frames at {crop}x{crop} "
+                           f"(protocol {protocol.name}): {type(exc).__name__}: {reason}") from None
+
+
+def make_header(backbone: Backbone, protocol: Protocol, manifest: Manifest, cfg: ExtractConfig) -> Header:
+    return Header(
+        model=backbone.name,
+        model_revision=backbone.revision,
+        weights_sha256=backbone.weights_sha256,
+        model_config=json.dumps(backbone.config(), sort_keys=True),
+        protocol=protocol.name,
+        protocol_version=protocol.version,
+        extraction_hash=protocol.extraction_hash,
+        protocol_json=json.dumps(protocol.to_dict(), sort_keys=True),
+        manifest_hash=manifest.hash,
+        harness_version=__version__,
+        environment=json.dumps(environment(cfg.device, cfg.dtype, batch_size=cfg.batch_size, autocast=cfg.autocast),
+                               sort_keys=True),
+    )
+
+
+def parts_dir_for(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+class _Batcher:
+    """Clip views queued for the model and cut into forward passes of `size` views; a change of view shape (frame
+    count, with sampling 'all') flushes the queue first."""
+
+    def __init__(self, backbone: Backbone, size: int, device: torch.device):
+        self.backbone, self.size, self.device = backbone, size, device
+        self.queue: list[torch.Tensor] = []
+        self.outputs: list[torch.Tensor] = []
+
+    def _forward(self, views: torch.Tensor) -> None:
+        for start in range(0, views.shape[0], self.size):
+            self.outputs.append(self.backbone.embed(views[start:start + self.size].to(self.device)).float().cpu())
+
+    def add(self, views: torch.Tensor) -> None:
+        if self.queue and self.queue[0].shape[1:] != views.shape[1:]:
+            self.flush()
+        self.queue.append(views)
+        queued = sum(v.shape[0] for v in self.queue)
+        if queued >= self.size:
+            whole = torch.cat(self.queue)
+            cut = queued - queued % self.size
+            self._forward(whole[:cut])
+            self.queue = [whole[cut:]] if cut < queued else []
+
+    def flush(self) -> torch.Tensor:
+        """Embed what is queued; every output so far, in order, (views, D)."""
+        if self.queue:
+            self._forward(torch.cat(self.queue))
+            self.queue = []
+        return torch.cat(self.outputs) if self.outputs else torch.zeros(0, 0)
+
+
+def _embed_chunk(backbone: Backbone, samples: Iterator[Sample], count: int, protocol: Protocol, cfg: ExtractConfig,
+                 progress) -> Chunk:
+    """Embed the next `count` samples (one chunk) as they arrive; returns the chunk's part content."""
+    dtype = np.float16 if cfg.dtype == "float16" else np.float32
+    device = torch.device(cfg.device)
+    batcher = _Batcher(backbone, cfg.batch_size, device)
+    good, failures, dense = [], [], {}
+    with torch.inference_mode(), autocast(cfg):
+        for _ in range(count):
+            s = next(samples)
+            if s.error is not None:
+                failures.append((s.id, s.error))
+            else:
+                good.append((s.id, s.indices))
+                batcher.add(s.views)
+                if protocol.task == Task.LABEL_PROPAGATION:
+                    maps = backbone.dense(s.views[0].to(device)).float().cpu().numpy()
+                    dense[s.id] = DenseMaps(maps, backbone.dense_stride, tuple(s.views.shape[-2:]))
+            progress.update(1)
+        vectors = batcher.flush()
+    n_views = protocol.views.total
+    if not good:
+        return Chunk([], np.zeros((0, n_views, 0), dtype), np.zeros((0, protocol.views.temporal, 0), np.int32),
+                     failures=failures)
+    k = max(indices.shape[1] for _, indices in good)
+    index = np.full((len(good), protocol.views.temporal, k), -1, dtype=np.int32)
+    for row, (_, indices) in enumerate(good):
+        index[row, :, :indices.shape[1]] = indices
+    clip = vectors.view(len(good), n_views, -1).numpy().astype(dtype)
+    return Chunk([vid for vid, _ in good], clip, index, dense, failures)
+
+
+def _embed_captions(backbone: Backbone, manifest: Manifest, parts_dir: Path, header: Header, cfg: ExtractConfig) -> None:
+    """Embed every caption of the manifest; caption k of video v gets the id `v#k`."""
+    rows = [(f"{vid}#{k}", vid, text) for vid in sorted(manifest.captions) for k, text in enumerate(manifest.captions[vid])]
+    if not rows:
+        raise HarnessError("the protocol is text-retrieval but the manifest has no captions")
+    vectors = []
+    with torch.inference_mode(), autocast(cfg):
+        for start in range(0, len(rows), cfg.batch_size):
+            vectors.append(backbone.embed_text([r[2] for r in rows[start:start + cfg.batch_size]]).float().cpu())
+    dtype = np.float16 if cfg.dtype == "float16" else np.float32
+    write_text_part(parts_dir, header, TextEmbeddings([r[0] for r in rows], [r[1] for r in rows],
+                                                      torch.cat(vectors).numpy().astype(dtype)))
+
+
+def finalize_when_complete(parts_dir: Path, chunks_total: int, out: Path, keep_parts: bool) -> bool:
+    """Join the parts into `out` once every chunk is done; of shards sharing a disk, the last to finish does it."""
+    with locked(parts_dir):
+        if out.exists():
+            return True
+        if len(read_parts(parts_dir)) < chunks_total:
+            return False
+        finalize([parts_dir], out)
+        if not keep_parts:
+            shutil.rmtree(parts_dir)
+        return True
+
+
+def _existing(out: Path, header: Header) -> list[tuple[str, str]]:
+    """The failures of a finished file of this very run; a file of another run is an error naming what differs."""
+    with EmbeddingFile(out) as existing:
+        theirs, ours = existing.header.identity(), header.identity()
+        if theirs != ours:
+            diff = sorted(k for k, v in theirs.items() if ours.get(k) != v)
+            raise OtherRunError(f"{out} already holds embeddings of another run (differs in {', '.join(diff)}: "
+                                f"{existing.header.model}, {existing.header.protocol})")
+        return existing.failures
+
+
+def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, out: str | Path,
+            cfg: ExtractConfig = ExtractConfig()) -> ExtractSummary:
+    """Embed every clip of the card's manifest (or of one shard) into `out`, resuming finished chunks."""
+    started = time.perf_counter()
+    out = Path(out)
+    manifest = resolve_manifest(protocol, data_root)
+    backbone = build_backbone(model) if isinstance(model, str) else model
+    check_compatible(backbone, protocol)
+    backbone = backbone.to(torch.device(cfg.device))
+    dry_run(backbone, protocol, cfg)
+    header = make_header(backbone, protocol, manifest, cfg)
+    if out.exists():
+        return ExtractSummary(out, failures=_existing(out, header), finalized=True, seconds=time.perf_counter() - started)
+    items = list(manifest.items)
+    parts_dir = parts_dir_for(out)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    parts = read_parts(parts_dir)
+    chunk_size = chunk_size_for(parts, cfg.chunk_size)
+    plan = chunk_plan(len(items), chunk_size)
+    check_parts(parts, header, chunk_size, len(plan))
+    done = set(parts)
+    if cfg.retry_failures:
+        for chunk_index in sorted(done):
+            if part_failures(parts[chunk_index].path):
+                parts[chunk_index].path.unlink()
+                done.discard(chunk_index)
+    if protocol.task == Task.TEXT_RETRIEVAL and cfg.shard[0] == 0 and not (parts_dir / TEXT_PART).is_file():
+        _embed_captions(backbone, manifest, parts_dir, header, cfg)
+    mine = shard_chunks(len(plan), cfg.shard)
+    todo = [c for c in mine if c not in done]
+    summary = ExtractSummary(out, resumed_chunks=len(mine) - len(todo))
+    loader = clip_loader(items, protocol, backbone, [row for c in todo for row in plan[c]], cfg.workers)
+    samples = iter(loader)
+    total = sum(len(plan[c]) for c in mine)
+    with bar(total, f"extract {backbone.name} {protocol.name}", "clip", cfg.quiet,
+             initial=total - sum(len(plan[c]) for c in todo)) as progress:
+        for chunk_index in todo:
+            chunk = _embed_chunk(backbone, samples, len(plan[chunk_index]), protocol, cfg, progress)
+            write_part(parts_dir, header, chunk_index, len(plan), chunk_size, chunk, protocol.views.total,
+                       protocol.views.temporal, cfg.dtype)
+            summary.embedded += len(chunk.ids)
+    if finalize_when_complete(parts_dir, len(plan), out, cfg.keep_parts):
+        summary.finalized = True
+        with EmbeddingFile(out) as f:
+            summary.failures = f.failures
+    else:
+        summary.failures = [f for c in mine for f in part_failures(part_path(parts_dir, c))]
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,60 @@
+"""The leaderboard model: from result records to rows, columns, cells with rank ranges, coverage and mean rank.
+
+Models whose 95% CIs overlap on a task share a rank range instead of being ordered;
+a model's mean rank is over the tasks it covers (the midpoint of each range).
+Different versions of a protocol never share a column. Every renderer (markdown,
+csv, latex, json, html) and the CI gate read this model.
+"""
+
+from __future__ import annotations
+
+NOTE = "Values in percent with 95% bootstrap CI and rank (a range where CIs overlap); * = non-conforming run."
+
+
+def model_name(record: dict) -> str:
+    """The row a record belongs to: model@revision."""
+    return record["model"] + (f"@{record['model_revision']}" if record["model_revision"] else "")
+
+
+def board(records: list[dict], metric: str = "headline") -> dict:
+    """The leaderboard as data: columns, and per model its cells, coverage and mean rank (newest record wins)."""
+    cells: dict[str, dict[str, dict]] = {}
+    for r in sorted(records, key=lambda r: r["created_utc"]):
+        names = [r["headline"]] if metric == "headline" else sorted(r["metrics"])
+        for name in names:
+            column = f"{r['protocol']} v{r['protocol_version']} / {r['probe']} {name}"
+            m = r["metrics"][name]
+            cells.setdefault(model_name(r), {})[column] = {
+                "value": m["value"], "ci_low": m["ci_low"], "ci_high": m["ci_high"], "n": m["n"],
+                "higher_is_better": m["higher_is_better"],
+                "conforming": r["conforming"], "protocol": r["protocol"], "protocol_version": r["protocol_version"],
+                "probe": r["probe"], "metric": name, "extraction_hash": r["extraction_hash"],
+                "probe_hash": r["probe_hash"], "manifest_hash": r["manifest_hash"]}
+    columns = sorted({c for row in cells.values() for c in row})
+    for column in columns:
+        _rank([row[column] for row in cells.values() if column in row])
+    rows = []
+    for model in sorted(cells):
+        ranks = [(c["rank_low"] + c["rank_high"]) / 2 for c in cells[model].values()]
+        rows.append({"model": model, "coverage": f"{len(cells[model])}/{len(columns)}",
+                     "mean_rank": sum(ranks) / len(ranks), "cells": cells[model]})
+    rows.sort(key=lambda row: (-len(row["cells"]), row["mean_rank"], row["model"]))
+    return {"format": "evalharness.leaderboard", "schema_version": 1, "metric": metric, "columns": columns, "rows": rows}
+
+
+def _rank(cells: list[dict]) -> None:
+    """Rank range per cell: 1 + models clearly better, up to N - models clearly worse (CIs not overlapping)."""
+    sign = 1 if not cells or cells[0]["higher_is_better"] else -1
+    for cell in cells:
+        low, high = sorted((sign * cell["ci_low"], sign * cell["ci_high"]))
+        better = sum(1 for o in cells if min(sign * o["ci_low"], sign * o["ci_high"]) > high)
+        worse = sum(1 for o in cells if max(sign * o["ci_low"], sign * o["ci_high"]) < low)
+        cell["rank_low"], cell["rank_high"] = 1 + better, len(cells) - worse
+
+
+def cell_text(cell: dict) -> str:
+    """A cell as people read it: value [CI] #rank, in percent for proportions, * when non-conforming."""
+    scale = 100 if cell["higher_is_better"] else 1
+    rank = f"{cell['rank_low']}" if cell["rank_low"] == cell["rank_high"] else f"{cell['rank_low']}-{cell['rank_high']}"
+    return (f"{scale * cell['value']:.1f} [{scale * cell['ci_low']:.1f}, {scale * cell['ci_high']:.1f}] #{rank}"
+            + ("" if cell["conforming"] else " *"))

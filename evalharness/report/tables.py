@@ -1,0 +1,52 @@
+"""Rendering the leaderboard model as markdown, csv (long format), latex, json or one html page."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pandas as pd
+from tabulate import tabulate
+
+from .board import NOTE, cell_text
+
+FORMATS = ("markdown", "csv", "latex", "html", "json")
+
+
+def frame(data: dict) -> pd.DataFrame:
+    """The display table: a row per model, a text cell per column, coverage and mean rank."""
+    table = pd.DataFrame([{"model": row["model"], **{c: cell_text(row["cells"][c]) if c in row["cells"] else ""
+                                                      for c in data["columns"]},
+                           "coverage": row["coverage"], "mean rank": f"{row['mean_rank']:.2f}"} for row in data["rows"]],
+                         columns=["model", *data["columns"], "coverage", "mean rank"])
+    return table.set_index("model")
+
+
+def long_rows(data: dict) -> list[dict]:
+    """One row per model and column with every number and hash: what csv holds and `check` reads."""
+    keys = ("value", "ci_low", "ci_high", "n", "rank_low", "rank_high", "conforming", "extraction_hash", "probe_hash",
+            "manifest_hash")
+    return [{"model": row["model"], "column": column, **{k: row["cells"][column][k] for k in keys}}
+            for row in data["rows"] for column in data["columns"] if column in row["cells"]]
+
+
+def render(data: dict, fmt: str = "markdown") -> str:
+    """The leaderboard model in one of FORMATS."""
+    if fmt == "html":
+        from .html import page
+
+        return page(data)
+    if fmt == "json":
+        return json.dumps(data, indent=1, sort_keys=True)
+    if fmt == "csv":
+        out = io.StringIO()
+        rows = long_rows(data)
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["model", "column"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    table = frame(data)
+    if fmt == "latex":
+        return tabulate(table, headers="keys", tablefmt="latex_booktabs")
+    return tabulate(table, headers="keys", tablefmt="github") + ("\n\n" + NOTE if len(table) else "")

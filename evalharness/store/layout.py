@@ -1,0 +1,266 @@
+"""The embedding file's layout (schema v1): names, header, limits, and the only functions that write or read each group.
+
+Every writer (parts, finalize, merge, the canonical copy of a submission) and the
+reader go through these, so a group is spelled out in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..environment import utc_now
+from ..errors import StoreError
+
+FORMAT = "evalharness.embeddings"
+SCHEMA_VERSION = 1
+PART_RE = re.compile(r"^part-(\d{6})\.h5$")
+TEXT_PART = "text.h5"
+STR = h5py.string_dtype("utf-8")
+ALLOWED_FILTERS = {h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32}
+ROOT_OBJECTS = {"ids", "clip", "frame_indices", "dense", "text", "failures"}
+TEXT_OBJECTS = {"ids", "video_ids", "embeddings"}
+FAILURE_OBJECTS = {"ids", "errors"}
+CLIP_DTYPES = (np.float16, np.float32)
+MAX_ATTRIBUTE_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Shapes a sane embedding file stays within; checked before any data is read."""
+
+    items: int = 5_000_000
+    views: int = 1024
+    dim: int = 65_536
+    frames: int = 100_000
+    clip_elements: int = 20_000_000_000
+    dense_elements: int = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class Header:
+    """The self-description every embedding file and part carries as root attributes."""
+
+    model: str
+    model_revision: str
+    weights_sha256: str
+    model_config: str
+    protocol: str
+    protocol_version: int
+    extraction_hash: str
+    protocol_json: str
+    manifest_hash: str
+    harness_version: str
+    environment: str
+    created_utc: str = field(default_factory=utc_now)
+
+    def write(self, attrs: h5py.AttributeManager) -> None:
+        attrs["format"] = FORMAT
+        attrs["schema_version"] = SCHEMA_VERSION
+        for key, value in asdict(self).items():
+            attrs[key] = value
+
+    @classmethod
+    def read(cls, attrs: h5py.AttributeManager, where: str) -> Header:
+        values = {}
+        for key, kind in cls.__annotations__.items():
+            if key not in attrs:
+                raise StoreError(f"{where}: missing root attribute '{key}'")
+            value = attrs[key]
+            if kind == "int":
+                if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+                    raise StoreError(f"{where}: attribute '{key}' must be an integer")
+                value = int(value)
+            elif not isinstance(value, str):
+                raise StoreError(f"{where}: attribute '{key}' must be a string")
+            values[key] = value
+        return cls(**values)
+
+    def identity(self) -> dict:
+        """Everything that must agree between parts of one file (not when or where they ran)."""
+        out = asdict(self)
+        out.pop("created_utc")
+        out.pop("environment")
+        out["autocast"] = self.autocast
+        return out
+
+    @property
+    def autocast(self) -> str:
+        """The mixed-precision mode the vectors were computed with (from `environment`, also when it lists parts)."""
+        try:
+            env = json.loads(self.environment)
+        except json.JSONDecodeError:
+            return "unknown"
+        parts = env.get("parts", [env]) if isinstance(env, dict) else []
+        modes = {str(p.get("autocast", "none")) for p in parts if isinstance(p, dict)}
+        return modes.pop() if len(modes) == 1 else "unknown"
+
+
+@dataclass(frozen=True)
+class DenseMaps:
+    """Per-frame feature maps of one video, with the grid stride and the frame size they cover."""
+
+    maps: np.ndarray
+    stride: int
+    frame_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class TextEmbeddings:
+    """Caption embeddings: caption ids (`video#k`), the video each belongs to, and (M, D) vectors."""
+
+    ids: list[str]
+    video_ids: list[str]
+    embeddings: np.ndarray
+
+
+@dataclass
+class Chunk:
+    """Consecutive rows of a file: the clips embedded, their frame indices and dense maps (a mapping that may
+    read lazily, one video at a time), and the clips of the same ids that failed, with reasons."""
+
+    ids: list[str]
+    clip: np.ndarray
+    frame_indices: np.ndarray
+    dense: Mapping[str, DenseMaps] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def part_path(parts_dir: Path, chunk: int) -> Path:
+    return parts_dir / f"part-{chunk:06d}.h5"
+
+
+# ------------------------------------------------------------------ groups: the one writer and reader of each
+
+
+def write_strings(group: h5py.Group, name: str, values: list[str]) -> None:
+    group.create_dataset(name, data=np.array(values, dtype=object), dtype=STR)
+
+
+def read_strings(ds: h5py.Dataset) -> list[str]:
+    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]]
+
+
+def write_failures(f: h5py.File, failures: list[tuple[str, str]]) -> None:
+    group = f.create_group("failures")
+    write_strings(group, "ids", [i for i, _ in failures])
+    write_strings(group, "errors", [e for _, e in failures])
+
+
+def read_failures(f: h5py.File) -> list[tuple[str, str]]:
+    return list(zip(read_strings(f["failures/ids"]), read_strings(f["failures/errors"]), strict=True))
+
+
+def write_dense(group: h5py.Group, vid: str, item: DenseMaps) -> None:
+    ds = group.create_dataset(vid, data=item.maps.astype(np.float16))
+    ds.attrs["stride"] = item.stride
+    ds.attrs["frame_size"] = np.array(item.frame_size, dtype=np.int64)
+
+
+def read_dense_geometry(ds: h5py.Dataset) -> tuple[int, tuple[int, int]]:
+    """(stride, frame_size) as stored, unchecked (the reader checks them)."""
+    return int(ds.attrs["stride"]), tuple(int(x) for x in ds.attrs["frame_size"])
+
+
+class LazyMap(Mapping):
+    """A read-only mapping over known keys whose values are produced one at a time, when asked (dense maps: a
+    video's may take hundreds of MB, so a chunk's are never all in memory)."""
+
+    def __init__(self, keys: list[str], get: Callable[[str], object]):
+        self._keys, self._get = keys, get
+
+    def __getitem__(self, key: str):
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._get(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def dense_view(group: h5py.Group, ids: list[str] | None = None) -> LazyMap:
+    """The dense maps of a `dense/` group we wrote (optionally only `ids`), read one video at a time."""
+    def read(vid: str) -> DenseMaps:
+        ds = group[vid]
+        stride, size = read_dense_geometry(ds)
+        return DenseMaps(ds[()], stride, size)
+
+    return LazyMap(sorted(group) if ids is None else [vid for vid in ids if vid in group], read)
+
+
+def write_text(f: h5py.File, text: TextEmbeddings) -> None:
+    group = f.create_group("text")
+    write_strings(group, "ids", text.ids)
+    write_strings(group, "video_ids", text.video_ids)
+    group.create_dataset("embeddings", data=text.embeddings)
+
+
+def read_text(f: h5py.File) -> TextEmbeddings:
+    group = f["text"]
+    return TextEmbeddings(read_strings(group["ids"]), read_strings(group["video_ids"]),
+                          np.asarray(group["embeddings"][()], dtype=np.float32))
+
+
+def read_chunk(f: h5py.File) -> Chunk:
+    """A part file's rows as a chunk (its dense maps read lazily)."""
+    return Chunk(read_strings(f["ids"]), f["clip"][()], f["frame_indices"][()], dense_view(f["dense"]), read_failures(f))
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes a file's datasets are created with before its rows stream in."""
+
+    rows: int
+    views: int
+    dim: int
+    dtype: str
+    temporal_views: int
+    frames: int
+
+
+def fill(f: h5py.File, header: Header, shape: Shape, chunks: Iterator[Chunk], text: TextEmbeddings | None = None,
+         attrs: dict | None = None) -> None:
+    """Write a whole embedding file (or part): header, then the chunks' rows in order, then ids, failures, text.
+
+    `complete` is set last, true unless `attrs` says otherwise (parts carry false)."""
+    header.write(f.attrs)
+    f.attrs["complete"] = False
+    clip = f.create_dataset("clip", shape=(shape.rows, shape.views, shape.dim), dtype=shape.dtype)
+    index = f.create_dataset("frame_indices", shape=(shape.rows, shape.temporal_views, shape.frames), dtype=np.int32,
+                             fillvalue=-1)
+    dense = f.create_group("dense")
+    ids: list[str] = []
+    failures: list[tuple[str, str]] = []
+    row = 0
+    for chunk in chunks:
+        m = len(chunk.ids)
+        if ids and chunk.ids and chunk.ids[0] <= ids[-1]:
+            raise StoreError(f"rows of chunk starting at id '{chunk.ids[0]}' overlap or are out of order")
+        if m:
+            clip[row:row + m] = chunk.clip
+            index[row:row + m, :, :chunk.frame_indices.shape[2]] = chunk.frame_indices
+        for vid in chunk.dense:
+            write_dense(dense, vid, chunk.dense[vid])
+        ids += chunk.ids
+        failures += chunk.failures
+        row += m
+    if row != shape.rows:
+        raise StoreError(f"expected {shape.rows} rows but the chunks held {row}")
+    write_strings(f, "ids", ids)
+    write_failures(f, failures)
+    if text is not None:
+        write_text(f, text)
+    extra = dict(attrs or {})
+    complete = extra.pop("complete", True)
+    for key, value in extra.items():
+        f.attrs[key] = value
+    f.attrs["complete"] = complete

@@ -1,0 +1,1 @@
+"""The shipped protocol cards (YAML), installed as package data of `evalharness.protocols`."""

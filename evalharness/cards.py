@@ -8,6 +8,7 @@ both and joins them.
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import replace
 from importlib import resources
@@ -71,9 +72,13 @@ def _read_card(path: Path) -> Any:
         raise ProtocolError(f"protocol {path}: unreadable ({exc})") from None
 
 
-@functools.cache
 def shipped_protocol(name: str) -> Protocol:
-    """A shipped card, parsed once per process."""
+    """A shipped card (parsed once per process; each caller gets its own copy)."""
+    return copy.deepcopy(_shipped_protocol(name))
+
+
+@functools.cache
+def _shipped_protocol(name: str) -> Protocol:
     cards = shipped_cards()
     if name not in cards:
         raise ProtocolError(f"protocol {name}: no such file or shipped card (shipped: {', '.join(sorted(cards))})")

@@ -11,15 +11,26 @@ RESAMPLES = 1000
 SEED = 0
 
 
+FRACTION = "fraction"  # a share of items (accuracy, recall, J&F): people read it in percent
+RANK = "rank"  # a rank or a statistic of ranks: read as it is
+UNITS = (FRACTION, RANK)
+
+
 @dataclass(frozen=True)
 class Estimate:
-    """A metric over test items with its 95% CI, the number of items, and which direction is better."""
+    """A metric over test items with its 95% CI and number of items, declaring which direction is better and its
+    unit (every probe says both; nothing downstream guesses them from a metric's name)."""
 
     value: float
     ci_low: float
     ci_high: float
     n: int
-    higher_is_better: bool = True
+    higher_is_better: bool
+    unit: str
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {self.unit!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -53,29 +64,37 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, resamples: in
     return float(low), float(high)
 
 
-def estimate(statistic: Callable[[np.ndarray], float], n: int, higher_is_better: bool = True) -> Estimate:
+def estimate(statistic: Callable[[np.ndarray], float], n: int, *, higher_is_better: bool, unit: str) -> Estimate:
     """statistic(indices) over all n items, with its percentile bootstrap 95% CI over items resampled with replacement."""
     low, high = bootstrap_ci(statistic, n)
-    return Estimate(float(statistic(np.arange(n))), low, high, int(n), higher_is_better)
+    return Estimate(float(statistic(np.arange(n))), low, high, int(n), higher_is_better, unit)
 
 
-def mean_estimate(values: np.ndarray, higher_is_better: bool = True) -> Estimate:
+def mean_estimate(values: np.ndarray, *, higher_is_better: bool, unit: str) -> Estimate:
     """The mean of per-item values (hits, ranks, J&F of objects, paired differences) with its CI."""
     values = np.asarray(values, dtype=np.float64)
-    return estimate(lambda idx: float(values[idx].mean()), len(values), higher_is_better)
+    return estimate(lambda idx: float(values[idx].mean()), len(values), higher_is_better=higher_is_better, unit=unit)
+
+
+def share_estimate(values: np.ndarray) -> Estimate:
+    """The mean of per-item shares in [0, 1] (hits, J, F, recall of an object): higher is better."""
+    return mean_estimate(values, higher_is_better=True, unit=FRACTION)
 
 
 def accuracy_estimate(correct: np.ndarray, labels: np.ndarray | None = None, per_class: bool = False) -> Estimate:
     """An accuracy over test items, plain or the mean of per-class accuracies."""
     correct = np.asarray(correct, dtype=bool)
     if per_class:
-        return estimate(lambda idx: mean_per_class(correct[idx], labels[idx]), len(correct))
-    return estimate(lambda idx: float(correct[idx].mean()), len(correct))
+        return estimate(lambda idx: mean_per_class(correct[idx], labels[idx]), len(correct), higher_is_better=True,
+                        unit=FRACTION)
+    return estimate(lambda idx: float(correct[idx].mean()), len(correct), higher_is_better=True, unit=FRACTION)
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray) -> Estimate:
-    """Mean of a minus mean of b over the same items, with a paired percentile bootstrap 95% CI."""
-    return mean_estimate(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+def paired_difference(a: np.ndarray, b: np.ndarray, *, higher_is_better: bool, unit: str) -> Estimate:
+    """Mean of a minus mean of b over the same items, with a paired percentile bootstrap 95% CI (positive means a
+    scored more, which is better when higher is)."""
+    return mean_estimate(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64),
+                         higher_is_better=higher_is_better, unit=unit)
 
 
 def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:

@@ -1,7 +1,8 @@
 """Result records (JSON, schema `evalharness.result` v2): assembling, writing, validated loading, discovery, comparison.
 
-v2 adds `higher_is_better` to every metric; v1 records are read by declaring the only
-lower-is-better metrics v1 ever wrote (retrieval's median and mean ranks).
+v2 adds `higher_is_better` and `unit` to every metric; v1 records are read by declaring
+the only lower-is-better, rank-valued metrics v1 ever wrote (retrieval's median and mean
+ranks).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from . import __version__
 from .cards import shipped_cards, shipped_protocol
 from .environment import environment, utc_now
 from .errors import HarnessError
-from .metrics import mcnemar_exact, paired_difference
+from .metrics import FRACTION, RANK, UNITS, mcnemar_exact, paired_difference
 from .probes import ProbeOutcome
 from .protocol import Protocol
 
@@ -29,8 +30,9 @@ REQUIRED = {
     "embedding_file": dict, "probe": str, "config": dict, "chosen": dict, "headline": str, "metrics": dict,
     "conforming": bool, "harness_version": str, "environment": dict, "timings": dict, "created_utc": str,
 }
-# what schema v1 wrote as lower-is-better, by probe (v1 records carry no direction of their own)
-V1_LOWER_IS_BETTER = {"retrieval": {"t2v_MdR", "t2v_MnR", "v2t_MdR", "v2t_MnR"}}
+# what schema v1 wrote as ranks (lower is better), by probe; every other v1 metric is a share (v1 records carry
+# neither direction nor unit of their own)
+V1_RANKS = {"retrieval": {"t2v_MdR", "t2v_MnR", "v2t_MdR", "v2t_MnR"}}
 
 
 def make_record(*, model: str, model_revision: str, protocol: Protocol, manifest_hash: str, embedding_file: dict,
@@ -62,13 +64,29 @@ def record_path(results_dir: Path, record: dict) -> Path:
 
 
 def _upgrade_v1(record: dict) -> dict:
-    lower = V1_LOWER_IS_BETTER.get(record.get("probe"), set())
+    ranks = V1_RANKS.get(record.get("probe"), set())
     metrics = record.get("metrics")
     if isinstance(metrics, dict):
-        record["metrics"] = {name: ({**m, "higher_is_better": name not in lower} if isinstance(m, dict) else m)
-                             for name, m in metrics.items()}
+        record["metrics"] = {name: ({**m, "higher_is_better": name not in ranks, "unit": RANK if name in ranks else FRACTION}
+                                    if isinstance(m, dict) else m) for name, m in metrics.items()}
     record["schema_version"] = SCHEMA_VERSION
     return record
+
+
+def _metric_problem(metric: object) -> str | None:
+    """Why a record's metric entry is malformed, or None."""
+    if not isinstance(metric, dict):
+        return "not a mapping"
+    for key in ("value", "ci_low", "ci_high"):
+        if isinstance(metric.get(key), bool) or not isinstance(metric.get(key), (int, float)):
+            return f"'{key}' is not a number"
+    if isinstance(metric.get("n"), bool) or not isinstance(metric.get("n"), int):
+        return "'n' is not an integer"
+    if not isinstance(metric.get("higher_is_better"), bool):
+        return "'higher_is_better' is not true or false"
+    if metric.get("unit") not in UNITS:
+        return f"'unit' is not one of {', '.join(UNITS)}"
+    return None
 
 
 def check_record(record: object, where: str) -> dict:
@@ -82,10 +100,12 @@ def check_record(record: object, where: str) -> dict:
     for key, kind in REQUIRED.items():
         if not isinstance(record.get(key), kind) or (kind is int and isinstance(record.get(key), bool)):
             raise HarnessError(f"{where}: field '{key}' missing or not a {kind.__name__}")
-    headline = record["metrics"].get(record["headline"])
-    if (not isinstance(headline, dict) or not isinstance(headline.get("higher_is_better"), bool)
-            or not all(isinstance(headline.get(k), (int, float)) for k in ("value", "ci_low", "ci_high"))):
-        raise HarnessError(f"{where}: headline metric '{record['headline']}' missing or malformed")
+    if record["headline"] not in record["metrics"]:
+        raise HarnessError(f"{where}: headline metric '{record['headline']}' missing")
+    for name, metric in record["metrics"].items():
+        problem = _metric_problem(metric)
+        if problem:
+            raise HarnessError(f"{where}: metric '{name}' is malformed ({problem})")
     return record
 
 
@@ -146,7 +166,9 @@ def compare_records(a: dict, b: dict) -> dict:
     if not pa.get("ids") or pa.get("ids") != pb.get("ids"):
         raise HarnessError("cannot compare: the results do not hold per-item values for the same test items")
     va, vb = np.asarray(pa["value"], dtype=np.float64), np.asarray(pb["value"], dtype=np.float64)
-    out = {"metric": a["headline"], "a": float(va.mean()), "b": float(vb.mean()), "difference": paired_difference(va, vb)}
+    head = a["metrics"][a["headline"]]
+    out = {"metric": a["headline"], "a": float(va.mean()), "b": float(vb.mean()),
+           "difference": paired_difference(va, vb, higher_is_better=head["higher_is_better"], unit=head["unit"])}
     if set(np.unique(va)) <= {0.0, 1.0} and set(np.unique(vb)) <= {0.0, 1.0}:
         out["mcnemar"] = mcnemar_exact(va, vb)
     return out

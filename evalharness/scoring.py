@@ -42,6 +42,8 @@ def score(file: str | Path, protocol: Protocol, probes: list[str] | None = None,
     messages and records name (a submission's own, not its canonical copy's);
     `options` go to the probes that take them (`save_masks`); `on_record` sees each
     record as soon as it is made."""
+    if manifest is None and data_root is None:
+        raise ProbeError(f"protocol {protocol.name}: scoring needs the labels, from a data root or a manifest")
     names = probes if probes is not None else list(protocol.probes)
     for name in names:
         if name not in protocol.probes:

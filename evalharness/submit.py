@@ -31,7 +31,7 @@ from .report import board, render
 from .results import find_records, slug, write_record
 from .scoring import score
 from .store import write_canonical
-from .store.checks import READ_ERRORS
+from .store.checks import READ_ERRORS, unreadable
 
 CONFIG = "leaderboard.json"
 DEFAULT_MAX_BYTES = 64 << 30
@@ -63,7 +63,7 @@ def init(folder: str | Path, cards: list[str], data_root: str | Path, max_bytes:
 
 def _config(folder: Path) -> dict:
     if not (folder / CONFIG).is_file():
-        raise HarnessError(f"{folder}: not a leaderboard folder (create one with `evalharness leaderboard init`)")
+        raise HarnessError(f"{folder}: not a leaderboard folder (no {CONFIG}); create one first")
     return json.loads((folder / CONFIG).read_text(encoding="utf-8"))
 
 
@@ -110,7 +110,7 @@ def _child(path: Path, copy_to: Path) -> dict:
     except StoreError as exc:
         return {"problems": [str(exc)]}
     except READ_ERRORS as exc:
-        return {"problems": [f"{path}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"]}
+        return {"problems": [f"{path}: {unreadable(exc)}"]}
     return {"problems": [], "protocol": header.protocol, "model": header.model, "items": items}
 
 

@@ -15,7 +15,7 @@ ROOMS = {
     "measures": ({"metrics", "masks"}, {"foundation"}),
     "datasets": ({"datasets"}, {"card model", "foundation"}),
     "backbones": ({"backbones"}, {"foundation"}),
-    "store": ({"store"}, {"foundation"}),
+    "store": ({"store"}, {"card model", "foundation"}),
     "probes": ({"probes"}, {"store", "datasets", "measures", "card model", "foundation"}),
     "cards": ({"cards"}, {"probes", "datasets", "card model", "foundation"}),
     "extract": ({"extract"}, {"pixels", "datasets", "backbones", "store", "card model", "foundation"}),

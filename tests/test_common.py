@@ -157,7 +157,7 @@ def test_adapter_refuses_an_impossible_card_when_it_is_loaded(adapter):
     with pytest.raises(ProtocolError) as info:
         parse_protocol(_card(adapter, {**VALID[adapter], **bad}))
     assert f"key '{key}'" in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(ProtocolError, match="dataset.no_such_key' is unknown"):
+    with pytest.raises(ProtocolError, match=r"dataset\.no_such_key' is unknown"):
         parse_protocol(_card(adapter, {**VALID[adapter], "no_such_key": 1}))
 
 
@@ -211,4 +211,5 @@ def test_backbone_is_deterministic_and_batch_independent(prefix):
         together, again = backbone.embed(clips), backbone.embed(clips)
         alone = torch.cat([backbone.embed(clips[i:i + 1]) for i in range(3)])
     assert together.shape[0] == 3 and torch.equal(together, again)
-    assert torch.allclose(together, alone, atol=1e-5)
+    # the builtins are exactly batch-independent (the README's resume claim rests on it); real models to rounding
+    assert torch.equal(together, alone) if prefix == "builtin" else torch.allclose(together, alone, atol=1e-5)

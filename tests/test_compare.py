@@ -19,9 +19,9 @@ def test_mcnemar_and_paired_difference_by_hand():
     assert (test["only_a"], test["only_b"]) == (2, 1)
     assert test["p_value"] == pytest.approx(1.0)  # two-sided binomial: P(X <= 1 or X >= 2 | n=3) = 1
     assert mcnemar_exact([1] * 6, [0] * 6)["p_value"] == pytest.approx(2 * 0.5 ** 6)
-    d = paired_difference(a, b)
+    d = paired_difference(a, b, higher_is_better=True, unit="fraction")
     assert d.value == pytest.approx(1 / 6) and d.ci_low <= d.value <= d.ci_high
-    same = paired_difference(a, a)
+    same = paired_difference(a, a, higher_is_better=True, unit="fraction")
     assert (same.value, same.ci_low, same.ci_high, same.n) == (0.0, 0.0, 0.0, 6)
 
 

@@ -241,3 +241,59 @@ def test_text_retrieval_extraction_writes_caption_embeddings(tmp_path, synth30):
     assert record["metrics"]["v2t_R@10"]["value"] > 0.5
     with pytest.raises(HarnessError, match="has no text tower"):
         extract("builtin:pixels", protocol, synth30, tmp_path / "u.h5", ExtractConfig(workers=0, quiet=True))
+
+
+class BatchMix:
+    """A toy backbone whose output depends on the batch it is in (as some GPU kernels' rounding does)."""
+
+    @staticmethod
+    def register():
+        import torch
+
+        from evalharness.backbones import Backbone, register
+
+        class Mix(Backbone):
+            def embed(self, clips):
+                means = clips.mean(dim=(1, 3, 4))
+                return means + 0.1 * means.mean(0, keepdim=True)
+
+        register("batchmix", lambda name, weights: Mix(name=f"batchmix:{name}"))
+        return torch
+
+
+def test_same_batch_size_gives_the_same_bytes_even_for_a_batch_dependent_model(tmp_path, synth30, card30):
+    BatchMix.register()
+    protocol = load_protocol(card30)
+    whole, sharded, other = tmp_path / "whole.h5", tmp_path / "sharded.h5", tmp_path / "other.h5"
+    extract("batchmix:x", protocol, synth30, whole, ExtractConfig(batch_size=4, chunk_size=7, workers=0, quiet=True))
+    for shard in ((1, 3), (0, 3), (2, 3)):  # out of order, as shards finish
+        extract("batchmix:x", protocol, synth30, sharded, ExtractConfig(batch_size=4, chunk_size=7, workers=0, quiet=True,
+                                                                         shard=shard))
+    extract("batchmix:x", protocol, synth30, other, ExtractConfig(batch_size=3, chunk_size=7, workers=0, quiet=True))
+    assert arrays(sharded) == arrays(whole)
+    assert arrays(other)[1] != arrays(whole)[1]  # another batch size: the README says bytes may then differ
+
+
+def test_retry_failures_takes_only_its_own_shard_and_empty_shards_are_fine(tmp_path, broken_root):
+    root, card = broken_root
+    out = tmp_path / "u.h5"
+    run = ["extract", "-m", "builtin:pixels", "-p", card, "-d", root, "-o", out, "--quiet", "--allow-failures",
+           "--workers", 0]
+    base = [*run, "--chunk-size", 3]
+    empty = cli(*base, "--shard", "4/5")  # 10 clips in 4 chunks: shard 4 of 5 has none
+    assert empty.returncode == 0 and "0 clips embedded" in empty.stdout and not out.exists()
+    for shard in ("0/5", "1/5", "2/5"):
+        assert cli(*base, "--shard", shard).returncode == 0
+    parts = tmp_path / "u.h5.parts"
+    before = {p.name: p.stat().st_mtime_ns for p in parts.glob("part-*.h5")}
+    assert len(before) == 3
+    retried = cli(*base, "--shard", "0/5", "--retry-failures")
+    assert retried.returncode == 0, retried.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in parts.glob("part-*.h5")}
+    assert after["part-000001.h5"] == before["part-000001.h5"] and after["part-000002.h5"] == before["part-000002.h5"]
+    mismatch = cli(*base, "--shard", "3/5", "--chunk-size", 4)
+    assert mismatch.returncode == 1 and "cut into chunks of 3 clips, not 4" in mismatch.stderr
+    assert "leave out --chunk-size" in mismatch.stderr
+    assert cli(*run, "--shard", "3/5").returncode == 0  # no --chunk-size: the parts' own
+    with EmbeddingFile(out) as f:
+        assert len(f.ids) == 6 and len(f.failures) == 4

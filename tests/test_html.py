@@ -14,7 +14,7 @@ def record(model, protocol, value, low, high):
     return {"model": model, "model_revision": "", "protocol": protocol, "protocol_version": 1, "probe": "knn",
             "headline": "top1", "conforming": True, "extraction_hash": "e", "probe_hash": "h", "manifest_hash": "m",
             "created_utc": "t", "metrics": {"top1": {"value": value, "ci_low": low, "ci_high": high, "n": 50,
-                                                    "higher_is_better": True}}}
+                                                    "higher_is_better": True, "unit": "fraction"}}}
 
 
 RECORDS = [record("alpha", "synthetic-appearance", 0.62, 0.55, 0.70), record("alpha", "synthetic-motion", 0.20, 0.12, 0.27),

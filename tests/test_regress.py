@@ -5,8 +5,10 @@ import sys
 import numpy as np
 import pytest
 
-from evalharness.report import board, render
-from evalharness.results import find_records, write_record
+from evalharness.errors import HarnessError
+from evalharness.report import board, long_rows, render
+from evalharness.report.regress import compare
+from evalharness.results import find_records, load_record, write_record
 
 from helpers import build_file, clustered, probe
 
@@ -52,7 +54,7 @@ def test_overlapping_cis_share_a_rank_range():
     base = {"model_revision": "", "protocol": "p", "protocol_version": 1, "probe": "knn", "headline": "acc",
             "conforming": True, "extraction_hash": "e", "probe_hash": "h", "manifest_hash": "m", "created_utc": "t"}
     records = [{**base, "model": m, "metrics": {"acc": {"value": v, "ci_low": lo, "ci_high": hi, "n": 10,
-                                                          "higher_is_better": True}}}
+                                                          "higher_is_better": True, "unit": "fraction"}}}
                for m, v, lo, hi in (("a", 0.8, 0.75, 0.85), ("b", 0.78, 0.70, 0.82), ("c", 0.5, 0.45, 0.55))]
     data = board(records)
     cells = {r["model"]: r["cells"]["p v1 / knn acc"] for r in data["rows"]}
@@ -109,3 +111,33 @@ def test_records_that_contradict_their_shipped_card_are_refused(results, tmp_pat
     (tmp_path / "forged.json").write_text(json.dumps(record))
     out = cli("leaderboard", tmp_path / "forged.json")
     assert out.returncode == 1 and "differs from card synthetic-motion v1" in out.stderr
+
+
+def test_v1_records_load_with_the_directions_and_units_v1_wrote(results, tmp_path):
+    record = json.loads((results / "good" / "hand" / "knn.json").read_text())
+    record.update(schema_version=1, probe="retrieval", headline="t2v_R@1")
+    head = {k: record["metrics"]["top1@k10"][k] for k in ("value", "ci_low", "ci_high", "n")}
+    record["metrics"] = {"t2v_R@1": head, "t2v_MdR": {"value": 3.0, "ci_low": 2.0, "ci_high": 4.0, "n": 100}}
+    (tmp_path / "v1.json").write_text(json.dumps(record))
+    loaded = load_record(tmp_path / "v1.json")
+    assert loaded["schema_version"] == 2
+    assert loaded["metrics"]["t2v_R@1"] == {**head, "higher_is_better": True, "unit": "fraction"}
+    assert loaded["metrics"]["t2v_MdR"]["higher_is_better"] is False and loaded["metrics"]["t2v_MdR"]["unit"] == "rank"
+    del loaded["metrics"]["t2v_MdR"]["n"]
+    (tmp_path / "bad.json").write_text(json.dumps(loaded))
+    with pytest.raises(HarnessError, match="metric 't2v_MdR' is malformed"):
+        load_record(tmp_path / "bad.json")
+
+
+def test_the_gate_reads_each_metric_s_direction():
+    def records(value):
+        metric = {"value": value, "ci_low": value - 1, "ci_high": value + 1, "n": 10, "higher_is_better": False,
+                  "unit": "rank"}
+        return [{"model": "m", "model_revision": "", "protocol": "p", "protocol_version": 1, "probe": "retrieval",
+                 "headline": "t2v_MdR", "conforming": True, "extraction_hash": "e", "probe_hash": "h",
+                 "manifest_hash": "m", "created_utc": "t", "metrics": {"t2v_MdR": metric}}]
+
+    baseline = {(r["model"], r["column"]): r for r in long_rows(board(records(5.0)))}
+    assert [c.status for c in compare(board(records(7.0)), baseline, 0.001)] == ["regressed"]
+    assert [c.status for c in compare(board(records(4.0)), baseline, 0.001)] == ["improved"]
+    assert "7.0 [6.0, 8.0]" in render(board(records(7.0)))  # ranks are not shown in percent

@@ -65,5 +65,5 @@ def test_reversed_playback_is_the_time_reverse_of_forward(tmp_path):
 
 
 def test_card_that_the_data_cannot_satisfy_is_an_error(synth30):
-    with pytest.raises(ProtocolError, match="clips is 30 but the card needs 360; regenerate with"):
+    with pytest.raises(ProtocolError, match="clips is 30 but the card needs 360; regenerate it with seed 0 and 360 clips"):
         resolve_manifest(load_protocol("synthetic-motion"), synth30)

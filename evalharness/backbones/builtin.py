@@ -142,7 +142,7 @@ _BUILTINS = {"pixels": Pixels, "stats": Stats}
 
 def build(name: str, weights: str | None = None) -> Backbone:
     if weights is not None:
-        raise HarnessError(f"model 'builtin:{name}' has no weights; drop --weights")
+        raise HarnessError(f"model 'builtin:{name}' has no weights; give it no weights file")
     if name not in _BUILTINS:
         raise HarnessError(f"model 'builtin:{name}': unknown builtin (known: {', '.join('builtin:' + n for n in _BUILTINS)})")
     return _BUILTINS[name](name=f"builtin:{name}")

@@ -141,7 +141,7 @@ def build(name: str, weights: str | None) -> HFModel:
     """Load `hf:<id or folder>[@revision]` from disk only."""
     spec = f"hf:{name}"
     if weights is not None:
-        raise HarnessError(f"model '{spec}': hf models load their weights from their folder or the cache; drop --weights")
+        raise HarnessError(f"model '{spec}': hf models load their weights from their folder or the cache; give no weights file")
     ref, _, revision = name.partition("@")
     transformers = require("transformers", "hf", spec)
     transformers.utils.logging.disable_progress_bar()

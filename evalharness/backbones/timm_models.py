@@ -41,7 +41,7 @@ def _cached_folder(hub_id: str, spec: str) -> Path:
         return Path(snapshot_download(hub_id, local_files_only=True))
     except Exception:
         raise HarnessError(f"model '{spec}': no weights given and {hub_id} is not in the Hugging Face cache "
-                           f"(nothing is downloaded); pass --weights FILE, a local-dir: folder, or --weights random") from None
+                           f"(nothing is downloaded); give a weights file, a local-dir: folder, or weights 'random'") from None
 
 
 def _hub_id(timm: Any, name: str, spec: str) -> str:
@@ -52,7 +52,7 @@ def _hub_id(timm: Any, name: str, spec: str) -> str:
         cfg = None
     if cfg is None or not getattr(cfg, "hf_hub_id", None):
         raise HarnessError(f"model '{spec}': no weights given and timm knows no checkpoint for '{name}'; "
-                           "pass --weights FILE or --weights random")
+                           "give a weights file or weights 'random'")
     return cfg.hf_hub_id
 
 

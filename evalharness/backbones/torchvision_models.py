@@ -39,7 +39,7 @@ def _weights_file(preset: Any, weights: str | None, spec: str) -> Path:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / preset.url.rsplit("/", 1)[-1]
     if not cached.is_file():
         raise HarnessError(f"model '{spec}': no weights given and {cached} is not in the torch hub cache "
-                           "(nothing is downloaded); pass --weights FILE or --weights random")
+                           "(nothing is downloaded); give a weights file or weights 'random'")
     return cached
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..checksum import sha256_json
 from ..errors import ManifestError
+from ..protocol import ROLES
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ class Adapter:
     def check_card(self, dataset: dict) -> None:
         """Raise CardValueError for a split name the dataset does not define or a value the adapter refuses."""
         if self.splits is not None:
-            for role in ("train", "val", "test"):
+            for role in ROLES:
                 if role in dataset and dataset[role] not in self.splits:
                     raise CardValueError(role, f"names split {dataset[role]!r}, which {self.name} does not define "
                                                f"(its splits: {', '.join(self.splits)})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ManifestError
+from ..protocol import ROLES
 from .base import Adapter, CardValueError, Manifest, build_manifest, check_choice
 
 # the split lists each DAVIS release ships under ImageSets/<year>/
@@ -17,7 +18,7 @@ def _check(dataset: dict) -> None:
     if year not in SPLITS:
         raise CardValueError("year", f"must be 2016 or 2017, got {dataset.get('year')!r}")
     check_choice(dataset, "resolution", "480p", RESOLUTIONS)
-    for role in ("train", "val", "test"):
+    for role in ROLES:
         if role in dataset and dataset[role] not in SPLITS[year]:
             raise CardValueError(role, f"names split {dataset[role]!r}, which DAVIS-{year} does not define "
                                        f"(its splits: {', '.join(SPLITS[year])})")

@@ -214,14 +214,14 @@ def _resolve(root: Path, dataset: dict, splits: list[str], require_labels: bool,
     label = dataset.get("label", "appearance")
     meta_path = root / "synthetic.json"
     if not meta_path.is_file():
-        raise ProtocolError(f"{root}: not a synthetic benchmark (no synthetic.json); create it with `evalharness synth {root}`")
+        raise ProtocolError(f"{root}: not a synthetic benchmark (no synthetic.json); generate one there first")
     meta = json.loads(meta_path.read_text())
     want = {"generator_version": GENERATOR_VERSION, "seed": dataset.get("seed", 0),
             "clips": dataset.get("clips", SynthConfig.clips)}
     for key, value in want.items():
         if meta.get(key) != value:
             raise ProtocolError(f"{meta_path}: {key} is {meta.get(key)!r} but the card needs {value!r}; "
-                                f"regenerate with `evalharness synth {root} --seed {want['seed']} --clips {want['clips']}`")
+                                f"regenerate it with seed {want['seed']} and {want['clips']} clips")
     spec = {"file": "manifest.csv", "label_column": label, "captions": "captions.csv", "classes": label_classes(label)}
     return load_csv_manifest(root, spec, splits, require_labels, require_files)
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 from ..errors import ChunkingError
 from ..store import Part, parts_chunk_size
 
-DEFAULT_CHUNK_SIZE = 64
+DEFAULT_CHUNK_SIZE = 16
 
 
 def chunk_size_for(parts: dict[int, Part], requested: int | None) -> int:
     """The chunk size of an unfinished run's parts, else the one asked for, else the default."""
-    if requested is not None and requested < 1:
-        raise ChunkingError(f"chunk size must be at least 1, got {requested}")
     existing = parts_chunk_size(parts)
     if existing is None:
         return requested or DEFAULT_CHUNK_SIZE

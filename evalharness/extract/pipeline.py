@@ -37,6 +37,7 @@ from ..store import (
     DenseMaps,
     EmbeddingFile,
     Header,
+    LazyMap,
     TextEmbeddings,
     check_parts,
     finalize,
@@ -74,10 +75,17 @@ class ExtractConfig:
             raise HarnessError(f"shard {index}/{count}: need 0 <= i < N")
         if self.batch_size < 1:
             raise HarnessError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise HarnessError(f"chunk size must be at least 1, got {self.chunk_size}")
         if self.autocast not in AUTOCAST:
             raise HarnessError(f"autocast {self.autocast}: choose one of {', '.join(AUTOCAST)}")
         if self.dtype not in ("float32", "float16"):
             raise HarnessError(f"stored dtype {self.dtype}: choose float32 or float16")
+
+    @property
+    def numpy_dtype(self) -> type:
+        """The type the vectors are stored in."""
+        return np.float16 if self.dtype == "float16" else np.float32
 
 
 @dataclass
@@ -231,13 +239,22 @@ class _Batcher:
         return torch.cat(self.outputs) if self.outputs else torch.zeros(0, 0)
 
 
+SPILL_PREFIX = ".dense-"
+
+
+def _spilled(spill: Path, geometry: dict[str, tuple[int, tuple[int, int]]]) -> LazyMap:
+    """Dense maps parked on disk while their chunk is embedded, read back one video at a time for the part."""
+    keys = list(geometry)
+    return LazyMap(keys, lambda vid: DenseMaps(np.load(spill / f"{keys.index(vid)}.npy", mmap_mode="r"), *geometry[vid]))
+
+
 def _embed_chunk(backbone: Backbone, samples: Iterator[Sample], count: int, protocol: Protocol, cfg: ExtractConfig,
-                 progress) -> Chunk:
-    """Embed the next `count` samples (one chunk) as they arrive; returns the chunk's part content."""
-    dtype = np.float16 if cfg.dtype == "float16" else np.float32
+                 spill: Path, progress) -> Chunk:
+    """Embed the next `count` samples (one chunk) as they arrive; returns the chunk's part content. Dense maps (label
+    propagation) are parked in `spill` as they are made, so memory holds one video's, not a chunk's."""
     device = torch.device(cfg.device)
     batcher = _Batcher(backbone, cfg.batch_size, device)
-    good, failures, dense = [], [], {}
+    good, failures, geometry = [], [], {}
     with torch.inference_mode(), autocast(cfg):
         for _ in range(count):
             s = next(samples)
@@ -247,20 +264,22 @@ def _embed_chunk(backbone: Backbone, samples: Iterator[Sample], count: int, prot
                 good.append((s.id, s.indices))
                 batcher.add(s.views)
                 if protocol.task == Task.LABEL_PROPAGATION:
-                    maps = backbone.dense(s.views[0].to(device)).float().cpu().numpy()
-                    dense[s.id] = DenseMaps(maps, backbone.dense_stride, tuple(s.views.shape[-2:]))
+                    spill.mkdir(exist_ok=True)
+                    maps = backbone.dense(s.views[0].to(device)).float().cpu().numpy().astype(np.float16)
+                    np.save(spill / f"{len(geometry)}.npy", maps)
+                    geometry[s.id] = (backbone.dense_stride, tuple(s.views.shape[-2:]))
             progress.update(1)
         vectors = batcher.flush()
     n_views = protocol.views.total
     if not good:
-        return Chunk([], np.zeros((0, n_views, 0), dtype), np.zeros((0, protocol.views.temporal, 0), np.int32),
+        return Chunk([], np.zeros((0, n_views, 0), cfg.numpy_dtype), np.zeros((0, protocol.views.temporal, 0), np.int32),
                      failures=failures)
     k = max(indices.shape[1] for _, indices in good)
     index = np.full((len(good), protocol.views.temporal, k), -1, dtype=np.int32)
     for row, (_, indices) in enumerate(good):
         index[row, :, :indices.shape[1]] = indices
-    clip = vectors.view(len(good), n_views, -1).numpy().astype(dtype)
-    return Chunk([vid for vid, _ in good], clip, index, dense, failures)
+    clip = vectors.view(len(good), n_views, -1).numpy().astype(cfg.numpy_dtype)
+    return Chunk([vid for vid, _ in good], clip, index, _spilled(spill, geometry), failures)
 
 
 def _embed_captions(backbone: Backbone, manifest: Manifest, parts_dir: Path, header: Header, cfg: ExtractConfig) -> None:
@@ -272,9 +291,8 @@ def _embed_captions(backbone: Backbone, manifest: Manifest, parts_dir: Path, hea
     with torch.inference_mode(), autocast(cfg):
         for start in range(0, len(rows), cfg.batch_size):
             vectors.append(backbone.embed_text([r[2] for r in rows[start:start + cfg.batch_size]]).float().cpu())
-    dtype = np.float16 if cfg.dtype == "float16" else np.float32
     write_text_part(parts_dir, header, TextEmbeddings([r[0] for r in rows], [r[1] for r in rows],
-                                                      torch.cat(vectors).numpy().astype(dtype)))
+                                                      torch.cat(vectors).numpy().astype(cfg.numpy_dtype)))
 
 
 def finalize_when_complete(parts_dir: Path, chunks_total: int, out: Path, keep_parts: bool) -> bool:
@@ -293,9 +311,8 @@ def finalize_when_complete(parts_dir: Path, chunks_total: int, out: Path, keep_p
 def _existing(out: Path, header: Header) -> list[tuple[str, str]]:
     """The failures of a finished file of this very run; a file of another run is an error naming what differs."""
     with EmbeddingFile(out) as existing:
-        theirs, ours = existing.header.identity(), header.identity()
-        if theirs != ours:
-            diff = sorted(k for k, v in theirs.items() if ours.get(k) != v)
+        diff = header.differences(existing.header)
+        if diff:
             raise OtherRunError(f"{out} already holds embeddings of another run (differs in {', '.join(diff)}: "
                                 f"{existing.header.model}, {existing.header.protocol})")
         return existing.failures
@@ -318,19 +335,18 @@ def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, ou
     parts_dir = parts_dir_for(out)
     parts_dir.mkdir(parents=True, exist_ok=True)
     parts = read_parts(parts_dir)
+    check_parts(parts, header)
     chunk_size = chunk_size_for(parts, cfg.chunk_size)
     plan = chunk_plan(len(items), chunk_size)
-    check_parts(parts, header, chunk_size, len(plan))
-    done = set(parts)
+    mine = shard_chunks(len(plan), cfg.shard)
     if cfg.retry_failures:
-        for chunk_index in sorted(done):
-            if part_failures(parts[chunk_index].path):
-                parts[chunk_index].path.unlink()
-                done.discard(chunk_index)
+        with locked(parts_dir):
+            for chunk_index in mine:
+                if chunk_index in parts and part_failures(parts[chunk_index].path):
+                    parts.pop(chunk_index).path.unlink()
     if protocol.task == Task.TEXT_RETRIEVAL and cfg.shard[0] == 0 and not (parts_dir / TEXT_PART).is_file():
         _embed_captions(backbone, manifest, parts_dir, header, cfg)
-    mine = shard_chunks(len(plan), cfg.shard)
-    todo = [c for c in mine if c not in done]
+    todo = [c for c in mine if c not in parts]
     summary = ExtractSummary(out, resumed_chunks=len(mine) - len(todo))
     loader = clip_loader(items, protocol, backbone, [row for c in todo for row in plan[c]], cfg.workers)
     samples = iter(loader)
@@ -338,9 +354,12 @@ def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, ou
     with bar(total, f"extract {backbone.name} {protocol.name}", "clip", cfg.quiet,
              initial=total - sum(len(plan[c]) for c in todo)) as progress:
         for chunk_index in todo:
-            chunk = _embed_chunk(backbone, samples, len(plan[chunk_index]), protocol, cfg, progress)
+            spill = parts_dir / f"{SPILL_PREFIX}{chunk_index:06d}"
+            shutil.rmtree(spill, ignore_errors=True)  # left by a run killed in this chunk
+            chunk = _embed_chunk(backbone, samples, len(plan[chunk_index]), protocol, cfg, spill, progress)
             write_part(parts_dir, header, chunk_index, len(plan), chunk_size, chunk, protocol.views.total,
                        protocol.views.temporal, cfg.dtype)
+            shutil.rmtree(spill, ignore_errors=True)
             summary.embedded += len(chunk.ids)
     if finalize_when_complete(parts_dir, len(plan), out, cfg.keep_parts):
         summary.finalized = True

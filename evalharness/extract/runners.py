@@ -30,13 +30,13 @@ def shard_from_env(env: Mapping[str, str] = os.environ) -> tuple[int, int]:
         if "SLURM_ARRAY_TASK_ID" in env:
             first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
             if "SLURM_ARRAY_TASK_COUNT" not in env:
-                raise HarnessError("--shard auto: SLURM_ARRAY_TASK_COUNT is not set (Slurm >= 18 sets it for arrays)")
+                raise HarnessError("automatic sharding: SLURM_ARRAY_TASK_COUNT is not set (Slurm >= 18 sets it for arrays)")
             return int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"])
         if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
             return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
     except ValueError as exc:
-        raise HarnessError(f"--shard auto: a launcher variable is not an integer ({exc})") from None
-    raise HarnessError("--shard auto: found no RANK/WORLD_SIZE (torchrun), SLURM_ARRAY_TASK_ID (Slurm array) "
+        raise HarnessError(f"automatic sharding: a launcher variable is not an integer ({exc})") from None
+    raise HarnessError("automatic sharding: found no RANK/WORLD_SIZE (torchrun), SLURM_ARRAY_TASK_ID (Slurm array) "
                        "or SLURM_PROCID/SLURM_NTASKS (srun) in the environment")
 
 
@@ -71,6 +71,7 @@ def run_ray(model: str, weights: str | None, protocol: Protocol, data_root: str 
     gpus = 1 if cfg.device.startswith("cuda") else 0
     if shards is None:
         shards = max(1, int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1)))
+    shards = max(1, min(shards, chunks_total))  # a shard without chunks would only build the model
     device = "cuda" if gpus else cfg.device
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(_extract_shard)
     pending = [task.remote(model, weights, protocol, str(Path(data_root).resolve()), str(out.resolve()),

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..errors import ProbeError
 from ..masks import mask_files, read_label_mask, write_palette_mask
-from ..metrics import davis_object_scores, mean_estimate
+from ..metrics import davis_object_scores, share_estimate
 from ..protocol import Task
 from .base import ProbeOutcome, ProbeSpec
 from .common import ProbeInput
@@ -153,9 +153,9 @@ def run(data: ProbeInput, config: Config, device: str = "cpu", save_masks: str |
             objects.append((f"{item.id}_{obj}", scores))
     j = np.array([s["J"] for _, s in objects])
     f = np.array([s["F"] for _, s in objects])
-    metrics = {"J&F": mean_estimate((j + f) / 2), "J": mean_estimate(j), "F": mean_estimate(f),
-               "J_recall": mean_estimate([s["J_recall"] for _, s in objects]),
-               "F_recall": mean_estimate([s["F_recall"] for _, s in objects])}
+    metrics = {"J&F": share_estimate((j + f) / 2), "J": share_estimate(j), "F": share_estimate(f),
+               "J_recall": share_estimate([s["J_recall"] for _, s in objects]),
+               "F_recall": share_estimate([s["F_recall"] for _, s in objects])}
     return ProbeOutcome("J&F", metrics, {"objects": len(objects), "sequences": len(per_sequence),
                                          "per_sequence": per_sequence},
                         {"ids": [o for o, _ in objects], "value": ((j + f) / 2).tolist(), "J": j.tolist(), "F": f.tolist()})

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import ProbeError
-from ..metrics import Estimate, estimate, mean_estimate
+from ..metrics import RANK, Estimate, estimate, share_estimate
 from ..protocol import Task
 from .base import ProbeOutcome, ProbeSpec, positive_ints, sorted_unique
 from .common import ProbeInput, unit_rows
@@ -59,12 +59,12 @@ def ranks(queries: np.ndarray, gallery: np.ndarray, relevant: np.ndarray, device
 
 
 def _recall(rank: np.ndarray, k: int) -> Estimate:
-    return mean_estimate(rank <= k)
+    return share_estimate(rank <= k)
 
 
 def _rank_stat(rank: np.ndarray, fn) -> Estimate:
     """A statistic of ranks (median, mean): lower is better."""
-    return estimate(lambda idx: float(fn(rank[idx])), len(rank), higher_is_better=False)
+    return estimate(lambda idx: float(fn(rank[idx])), len(rank), higher_is_better=False, unit=RANK)
 
 
 def video_to_video(data: ProbeInput, config: Config, device: str) -> ProbeOutcome:

@@ -8,6 +8,7 @@ csv, latex, json, html) and the CI gate read this model.
 
 from __future__ import annotations
 
+FRACTION = "fraction"  # the unit of shares in records (metrics.FRACTION), shown in percent
 NOTE = "Values in percent with 95% bootstrap CI and rank (a range where CIs overlap); * = non-conforming run."
 
 
@@ -26,7 +27,7 @@ def board(records: list[dict], metric: str = "headline") -> dict:
             m = r["metrics"][name]
             cells.setdefault(model_name(r), {})[column] = {
                 "value": m["value"], "ci_low": m["ci_low"], "ci_high": m["ci_high"], "n": m["n"],
-                "higher_is_better": m["higher_is_better"],
+                "higher_is_better": m["higher_is_better"], "unit": m["unit"],
                 "conforming": r["conforming"], "protocol": r["protocol"], "protocol_version": r["protocol_version"],
                 "probe": r["probe"], "metric": name, "extraction_hash": r["extraction_hash"],
                 "probe_hash": r["probe_hash"], "manifest_hash": r["manifest_hash"]}
@@ -39,7 +40,7 @@ def board(records: list[dict], metric: str = "headline") -> dict:
         rows.append({"model": model, "coverage": f"{len(cells[model])}/{len(columns)}",
                      "mean_rank": sum(ranks) / len(ranks), "cells": cells[model]})
     rows.sort(key=lambda row: (-len(row["cells"]), row["mean_rank"], row["model"]))
-    return {"format": "evalharness.leaderboard", "schema_version": 1, "metric": metric, "columns": columns, "rows": rows}
+    return {"format": "evalharness.leaderboard", "schema_version": 2, "metric": metric, "columns": columns, "rows": rows}
 
 
 def _rank(cells: list[dict]) -> None:
@@ -53,8 +54,8 @@ def _rank(cells: list[dict]) -> None:
 
 
 def cell_text(cell: dict) -> str:
-    """A cell as people read it: value [CI] #rank, in percent for proportions, * when non-conforming."""
-    scale = 100 if cell["higher_is_better"] else 1
+    """A cell as people read it: value [CI] #rank, shares in percent, * when non-conforming."""
+    scale = 100 if cell["unit"] == FRACTION else 1
     rank = f"{cell['rank_low']}" if cell["rank_low"] == cell["rank_high"] else f"{cell['rank_low']}-{cell['rank_high']}"
     return (f"{scale * cell['value']:.1f} [{scale * cell['ci_low']:.1f}, {scale * cell['ci_high']:.1f}] #{rank}"
             + ("" if cell["conforming"] else " *"))

@@ -25,18 +25,20 @@ class Comparison:
 
 
 def read_baseline(path: Path) -> dict[tuple[str, str], dict]:
-    """(model, column) -> row, from a leaderboard json (`--format json`) or csv (`--format csv`)."""
+    """(model, column) -> row (value and hashes), from a leaderboard table in json or csv, of any schema version."""
     if not path.is_file():
-        raise HarnessError(f"{path}: baseline not found (create it with --update)")
+        raise HarnessError(f"{path}: baseline not found")
     try:
         if path.suffix == ".json":
-            rows = long_rows(json.loads(path.read_text(encoding="utf-8")))
+            data = json.loads(path.read_text(encoding="utf-8"))
+            rows = [{"model": row["model"], "column": column, **row["cells"][column]}
+                    for row in data["rows"] for column in data["columns"] if column in row["cells"]]
         else:
             with path.open(newline="", encoding="utf-8") as handle:
                 rows = list(csv.DictReader(handle))
         return {(r["model"], r["column"]): {**r, "value": float(r["value"])} for r in rows}
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise HarnessError(f"{path}: not a leaderboard table written by `evalharness leaderboard` ({exc})") from None
+        raise HarnessError(f"{path}: not a leaderboard table (json or csv) as the leaderboard writes them ({exc})") from None
 
 
 def compare(current: dict, baseline: dict[tuple[str, str], dict], tolerance: float) -> list[Comparison]:
@@ -51,12 +53,9 @@ def compare(current: dict, baseline: dict[tuple[str, str], dict], tolerance: flo
             status = "new"
         elif (base["extraction_hash"], base["probe_hash"]) != (cur["extraction_hash"], cur["probe_hash"]):
             status = "protocol changed"
-        elif cur["value"] < base["value"] - tolerance:
-            status = "regressed"
-        elif cur["value"] > base["value"] + tolerance:
-            status = "improved"
         else:
-            status = "ok"
+            gain = (cur["value"] - base["value"]) * (1 if cur["higher_is_better"] else -1)
+            status = "regressed" if gain < -tolerance else "improved" if gain > tolerance else "ok"
         out.append(Comparison(key[0], key[1], base["value"] if base else None, cur["value"] if cur else None, status))
     return out
 

@@ -25,8 +25,8 @@ def frame(data: dict) -> pd.DataFrame:
 
 def long_rows(data: dict) -> list[dict]:
     """One row per model and column with every number and hash: what csv holds and `check` reads."""
-    keys = ("value", "ci_low", "ci_high", "n", "rank_low", "rank_high", "conforming", "extraction_hash", "probe_hash",
-            "manifest_hash")
+    keys = ("value", "ci_low", "ci_high", "n", "higher_is_better", "unit", "rank_low", "rank_high", "conforming",
+            "extraction_hash", "probe_hash", "manifest_hash")
     return [{"model": row["model"], "column": column, **{k: row["cells"][column][k] for k in keys}}
             for row in data["rows"] for column in data["columns"] if column in row["cells"]]
 

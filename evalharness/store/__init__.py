@@ -1,20 +1,20 @@
 """Embedding files (HDF5, schema v1), in rooms: the layout, the checks, the reader and the writer."""
 
 from .checks import file_problems
-from .layout import PART_RE, TEXT_PART, Chunk, DenseMaps, Header, Limits, TextEmbeddings, part_path
+from .layout import PART_RE, TEXT_PART, Chunk, DenseMaps, Header, LazyMap, Limits, TextEmbeddings, part_path
 from .reader import EmbeddingFile
 from .writer import (
-                     Part,
-                     check_parts,
-                     finalize,
-                     part_failures,
-                     parts_chunk_size,
-                     read_parts,
-                     write_canonical,
-                     write_part,
-                     write_text_part,
+    Part,
+    check_parts,
+    finalize,
+    part_failures,
+    parts_chunk_size,
+    read_parts,
+    write_canonical,
+    write_part,
+    write_text_part,
 )
 
-__all__ = ["PART_RE", "TEXT_PART", "Chunk", "DenseMaps", "EmbeddingFile", "Header", "Limits", "Part", "TextEmbeddings",
-           "check_parts", "file_problems", "finalize", "part_failures", "part_path", "parts_chunk_size", "read_parts",
-           "write_canonical", "write_part", "write_text_part"]
+__all__ = ["PART_RE", "TEXT_PART", "Chunk", "DenseMaps", "EmbeddingFile", "Header", "LazyMap", "Limits", "Part",
+           "TextEmbeddings", "check_parts", "file_problems", "finalize", "part_failures", "part_path",
+           "parts_chunk_size", "read_parts", "write_canonical", "write_part", "write_text_part"]

@@ -26,7 +26,9 @@ from .layout import (
     TEXT_OBJECTS,
     Header,
     Limits,
+    read_failures,
     read_strings,
+    read_text,
 )
 
 CHUNK_ROWS = 4096
@@ -194,7 +196,7 @@ def value_problems(f: h5py.File, check_clip: bool = True) -> list[str]:
         if (index[start:start + CHUNK_ROWS] < -1).any():
             problems.append("/frame_indices has negative indices")
             break
-    failed = read_strings(f["failures/ids"])
+    failed = [vid for vid, _ in read_failures(f)]
     overlap = sorted(set(failed) & set(ids))
     if overlap:
         problems.append(f"id '{overlap[0]}' is both embedded and listed as failed")
@@ -204,9 +206,10 @@ def value_problems(f: h5py.File, check_clip: bool = True) -> list[str]:
     if stray:
         problems.append(f"/dense/{stray[0]} is not an embedded id")
     if "text" in f:
-        if not np.isfinite(f["text/embeddings"][()]).all():
+        text = read_text(f)
+        if not np.isfinite(text.embeddings).all():
             problems.append("/text/embeddings has non-finite values")
-        unknown = sorted(set(read_strings(f["text/video_ids"])) - set(ids) - set(failed))
+        unknown = sorted(set(text.video_ids) - set(ids) - set(failed))
         if unknown:
             problems.append(f"/text/video_ids names unknown video '{unknown[0]}'")
     return problems
@@ -229,6 +232,11 @@ def open_h5(path: Path) -> h5py.File:
 READ_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError)
 
 
+def unreadable(exc: Exception) -> str:
+    """The one-line problem for an error h5py raised while reading a file."""
+    return f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+
+
 def file_problems(path: str | Path, limits: Limits = Limits(), check_values: bool = True) -> list[str]:
     """Every problem with an embedding file, one line each, prefixed with the path."""
     path = Path(path)
@@ -241,7 +249,7 @@ def file_problems(path: str | Path, limits: Limits = Limits(), check_values: boo
         if not problems and check_values:
             problems = value_problems(f)
     except READ_ERRORS as exc:
-        problems = [f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"]
+        problems = [unreadable(exc)]
     finally:
         f.close()
     return [f"{path}: {p}" for p in problems]

@@ -90,6 +90,11 @@ class Header:
         out["autocast"] = self.autocast
         return out
 
+    def differences(self, other: Header) -> list[str]:
+        """The identity keys in which another header differs from this one."""
+        ours, theirs = self.identity(), other.identity()
+        return sorted(k for k in ours if ours[k] != theirs.get(k))
+
     @property
     def autocast(self) -> str:
         """The mixed-precision mode the vectors were computed with (from `environment`, also when it lists parts)."""
@@ -170,7 +175,7 @@ def read_dense_geometry(ds: h5py.Dataset) -> tuple[int, tuple[int, int]]:
 
 class LazyMap(Mapping):
     """A read-only mapping over known keys whose values are produced one at a time, when asked (dense maps: a
-    video's may take hundreds of MB, so a chunk's are never all in memory)."""
+    video's may take hundreds of MB, so writers take a chunk's one video at a time)."""
 
     def __init__(self, keys: list[str], get: Callable[[str], object]):
         self._keys, self._get = keys, get

@@ -8,8 +8,18 @@ import numpy as np
 
 from ..checksum import sha256_files
 from ..errors import StoreError
-from .checks import READ_ERRORS, open_h5, structure_problems, value_problems
-from .layout import DenseMaps, Header, LazyMap, Limits, TextEmbeddings, read_failures, read_strings, read_text
+from .checks import READ_ERRORS, open_h5, structure_problems, unreadable, value_problems
+from .layout import (
+    DenseMaps,
+    Header,
+    LazyMap,
+    Limits,
+    TextEmbeddings,
+    read_dense_geometry,
+    read_failures,
+    read_strings,
+    read_text,
+)
 
 
 class EmbeddingFile:
@@ -17,7 +27,8 @@ class EmbeddingFile:
 
     Structure and bounds are always checked on open; values (ids sorted and unique, finite
     vectors, frame indices, failures, dense and text groups) too unless `check_values` is
-    false, which is only for files this process or its sandboxed child wrote and checked."""
+    false: for files this process or its sandboxed child wrote and checked, or for a reader
+    that checks the values itself as it reads them (the canonical copy of a submission)."""
 
     def __init__(self, path: str | Path, limits: Limits = Limits(), check_values: bool = True):
         self.path = Path(path)
@@ -33,8 +44,7 @@ class EmbeddingFile:
             self.ids = read_strings(self._f["ids"])
         except READ_ERRORS as exc:
             self._f.close()
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StoreError(f"{self.path}: unreadable ({reason})") from None
+            raise StoreError(f"{self.path}: {unreadable(exc)}") from None
         except StoreError:
             self._f.close()
             raise
@@ -104,9 +114,8 @@ class EmbeddingFile:
 
     def dense_geometry(self, vid: str) -> tuple[int, tuple[int, int]]:
         """(grid stride in pixels, (height, width) of the frames the maps cover) of one video's dense maps."""
-        attrs = self._f["dense"][vid].attrs
         try:
-            stride, size = int(attrs["stride"]), tuple(int(x) for x in attrs["frame_size"])
+            stride, size = read_dense_geometry(self._f["dense"][vid])
         except (KeyError, TypeError, ValueError):
             raise StoreError(f"{self.path}: /dense/{vid} lacks valid 'stride' and 'frame_size' attributes") from None
         if stride < 1 or len(size) != 2 or min(size) < 1:

@@ -17,7 +17,8 @@ import h5py
 import numpy as np
 
 from ..environment import utc_now
-from ..errors import ChunkingError, OtherRunError, StoreError
+from ..errors import OtherRunError, StoreError
+from ..protocol import Task
 from .checks import CHUNK_ROWS, clip_block_problem
 from .layout import (
     PART_RE,
@@ -130,25 +131,21 @@ def parts_chunk_size(parts: dict[int, Part]) -> int | None:
     sizes = {p.chunk_size for p in parts.values()}
     if None in sizes:
         path = next(p.path for p in parts.values() if p.chunk_size is None)
-        raise ChunkingError(f"{path}: part written by an older harness without a recorded chunk size; delete "
-                            f"{path.parent} to start again")
+        raise StoreError(f"{path}: part written by an older harness without a recorded chunk size; delete "
+                         f"{path.parent} to start again")
     if len(sizes) > 1:
-        raise ChunkingError(f"{next(iter(parts.values())).path.parent}: parts of several chunk sizes "
-                            f"({', '.join(map(str, sorted(sizes)))}); delete the folder to start again")
+        raise StoreError(f"{next(iter(parts.values())).path.parent}: parts of several chunk sizes "
+                         f"({', '.join(map(str, sorted(sizes)))}); delete the folder to start again")
     return sizes.pop() if sizes else None
 
 
-def check_parts(parts: dict[int, Part], header: Header, chunk_size: int, chunks_total: int) -> None:
-    """Every part must belong to this run: same identity (model, card, manifest, autocast) and chunking."""
+def check_parts(parts: dict[int, Part], header: Header) -> None:
+    """Every part must belong to this run: same identity (model, card, manifest, autocast)."""
     for part in parts.values():
-        if part.header.identity() != header.identity():
-            theirs, ours = part.header.identity(), header.identity()
-            diff = sorted(k for k, v in theirs.items() if ours[k] != v)
+        diff = header.differences(part.header)
+        if diff:
             raise OtherRunError(f"{part.path}: part of another run (differs in {', '.join(diff)}); delete "
                                 f"{part.path.parent} to start again")
-        if part.chunk_size != chunk_size or part.chunks_total != chunks_total:
-            raise ChunkingError(f"{part.path}: cut into chunks of {part.chunk_size} clips, but this run asks for "
-                                f"{chunk_size}; resume with chunks of {part.chunk_size} or delete {part.path.parent}")
 
 
 def finalize(parts_dirs: list[Path], out: Path, require_all: bool = True) -> Path:
@@ -188,8 +185,16 @@ def finalize(parts_dirs: list[Path], out: Path, require_all: bool = True) -> Pat
 
 
 def _text_part(parts_dirs: list[Path], header: Header) -> TextEmbeddings | None:
+    """The caption embeddings of a text-retrieval run (written by shard 0), which its file cannot go without."""
     paths = [Path(folder) / TEXT_PART for folder in parts_dirs if (Path(folder) / TEXT_PART).is_file()]
     if not paths:
+        try:
+            task = json.loads(header.protocol_json).get("task")
+        except (json.JSONDecodeError, AttributeError):
+            task = None
+        if task == Task.TEXT_RETRIEVAL:
+            raise StoreError(f"no caption embeddings ({TEXT_PART}, written by shard 0) in "
+                             f"{', '.join(map(str, parts_dirs))}; the folder of shard 0 must be among them")
         return None
     with h5py.File(paths[0], "r") as src:
         if Header.read(src.attrs, str(paths[0])).identity() != header.identity():

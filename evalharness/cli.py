@@ -9,7 +9,17 @@ from pathlib import Path
 import click
 import yaml
 
-from .errors import ChunkingError, HarnessError, OtherRunError
+from .errors import ChunkingError, HarnessError, OtherRunError, TooLargeError
+
+
+def _size(value: str) -> int:
+    """Bytes from `500M`, `50G`, `2T` or a plain number of bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        return int(float(text[:-1]) * units[text[-1]]) if text and text[-1] in units else int(text)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a size such as 500M, 50G or 2T") from None
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -128,20 +138,26 @@ def model(spec: str, weights: str | None) -> None:
               help="Stored embedding type.")
 @click.option("--autocast", type=click.Choice(["none", "bfloat16", "float16"]), default="none", show_default=True,
               help="Mixed-precision forward passes (for GPUs); recorded in the file.")
+@click.option("--token-dtype", type=click.Choice(["float16", "bfloat16"]), default="float16", show_default=True,
+              help="How token features are stored (cards with features.tokens).")
+@click.option("--max-size", default="50G", show_default=True,
+              help="Refuse a card whose token features would take more than this (500M, 50G, 2T).")
 @click.option("--allow-failures", is_flag=True, help="Exit 0 even if some clips could not be decoded.")
 @click.option("--retry-failures", is_flag=True, help="Recompute finished chunks that recorded failures.")
 @click.option("--keep-parts", is_flag=True, help="Keep the part files after finalizing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def extract(model, weights, card, data, out, shard, engine, shards, ray_address, batch_size, chunk_size, device, workers,
-            dtype, autocast, allow_failures, retry_failures, keep_parts, quiet):
+            dtype, autocast, token_dtype, max_size, allow_failures, retry_failures, keep_parts, quiet):
     """Embed every clip of a protocol's dataset with a frozen backbone (resumable, shardable)."""
     from .backbones import build_backbone
     from .cards import load_protocol
-    from .extract import ExtractConfig, device_for_rank, run_ray, shard_from_env
+    from .distributed import device_for_rank
+    from .extract import ExtractConfig, run_ray, shard_from_env
     from .extract import extract as run
 
     cfg = ExtractConfig(batch_size=batch_size, chunk_size=chunk_size, workers=workers, device=device_for_rank(device),
                         shard=shard_from_env() if shard == "auto" else _shard(shard), dtype=dtype, autocast=autocast,
+                        token_dtype=token_dtype, max_size=_size(max_size),
                         retry_failures=retry_failures, keep_parts=keep_parts, quiet=quiet)
     protocol = load_protocol(card)
     if engine == "ray" and shard != "0/1":
@@ -152,11 +168,14 @@ def extract(model, weights, card, data, out, shard, engine, shards, ray_address,
         if engine == "ray":
             summary = run_ray(model, weights, protocol, data, out, cfg, shards, ray_address)
         else:
-            summary = run(build_backbone(model, weights), protocol, data, out, cfg)
+            summary = run(build_backbone(model, weights), protocol, data, out, cfg,
+                          announce=None if quiet else lambda line: click.echo(line, err=True))
     except OtherRunError as exc:
         raise HarnessError(f"{exc}; or choose another --out") from None
     except ChunkingError as exc:
         raise HarnessError(f"{exc} (leave out --chunk-size to resume with the parts' own)") from None
+    except TooLargeError as exc:
+        raise HarnessError(f"{exc} (--max-size)") from None
     for vid, reason in summary.failures:
         click.echo(f"failed: {vid}: {reason}", err=True)
     where = out if summary.finalized else (
@@ -216,22 +235,32 @@ def validate(file: Path, card: str | None, data: Path | None) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
               help="labelprop: write predicted masks as DIR/<seq>/<frame>.png (DAVIS results layout).")
-def probe(probe, file, card, data, results, allow_mismatch, device, save_masks):
-    """Score an embedding file with PROBE (knn, linear, retrieval, labelprop, or all the card lists)."""
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(0),
+              help="attentive: processes reading token clips from the file (0: read in this process).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, workers, quiet):
+    """Score an embedding file with PROBE (knn, linear, retrieval, labelprop, attentive, or all the card lists).
+
+    Under torchrun (`torchrun --nproc_per_node N -m evalharness probe attentive ...`) every process trains on its
+    share of each batch and rank 0 writes the records."""
     from .cards import load_protocol
+    from .distributed import device_for_rank, rank_and_world
     from .results import write_record
     from .scoring import MismatchError, probes_for, score
 
     def publish(record: dict) -> None:
+        if rank_and_world()[0] != 0:
+            return
         head = record["metrics"][record["headline"]]
         path = write_record(record, results)
         click.echo(f"{record['model']} {record['protocol']} {record['probe']} {record['headline']}: "
                    f"{100 * head['value']:.2f} [{100 * head['ci_low']:.2f}, {100 * head['ci_high']:.2f}] -> {path}")
 
     protocol = load_protocol(card)
-    options = {"save_masks": save_masks} if save_masks is not None else {}
+    options = {"workers": workers, "quiet": quiet, **({"save_masks": save_masks} if save_masks is not None else {})}
     try:
-        score(file, protocol, probes_for(protocol, probe), data_root=data, device=device, allow_mismatch=allow_mismatch,
+        score(file, protocol, probes_for(protocol, probe), data_root=data, device=device_for_rank(device),
+              allow_mismatch=allow_mismatch,
               options=options, on_record=publish)
     except MismatchError as exc:
         raise HarnessError(f"{exc} (use --allow-mismatch to score anyway, marked non-conforming)") from None

@@ -15,7 +15,7 @@ from .results import slug, write_record
 from .scoring import score
 
 MODELS = ("builtin:pixels", "builtin:stats")
-CARDS = ("synthetic-appearance", "synthetic-motion")
+CARDS = ("synthetic-appearance", "synthetic-motion", "synthetic-motion-tokens")
 
 
 def run_demo(out: str | Path, workers: int = 2, quiet: bool = False, echo: Callable[[str], None] = print) -> str:

@@ -29,5 +29,9 @@ class ChunkingError(StoreError):
     """Parts of an unfinished run were cut into chunks of another size than the one asked for."""
 
 
+class TooLargeError(HarnessError):
+    """What a run would write is beyond the size it was allowed."""
+
+
 class ProbeError(HarnessError):
     """A probe cannot score the given file (mismatched protocol, missing ids, bad config)."""

@@ -90,6 +90,31 @@ def accuracy_estimate(correct: np.ndarray, labels: np.ndarray | None = None, per
     return estimate(lambda idx: float(correct[idx].mean()), len(correct), higher_is_better=True, unit=FRACTION)
 
 
+def seeded_estimate(statistic: Callable[[int, np.ndarray], float], seeds: int, n: int, *, higher_is_better: bool,
+                    unit: str) -> Estimate:
+    """The mean over `seeds` trained probes of statistic(seed, indices) on n test items, with a percentile bootstrap
+    95% CI that resamples the seeds and the items together: both the training run and the test set vary."""
+    rng = np.random.default_rng(SEED)
+    values = []
+    for _ in range(RESAMPLES):
+        chosen, idx = rng.integers(0, seeds, size=seeds), rng.integers(0, n, size=n)
+        values.append(np.mean([statistic(int(s), idx) for s in chosen]))
+    low, high = np.percentile(values, [2.5, 97.5])
+    value = float(np.mean([statistic(s, np.arange(n)) for s in range(seeds)]))
+    return Estimate(value, float(low), float(high), int(n), higher_is_better, unit)
+
+
+def seeded_accuracy_estimate(correct: np.ndarray, labels: np.ndarray | None = None,
+                             per_class: bool = False) -> Estimate:
+    """An accuracy of several seeds' probes (correct: (seeds, n)), plain or the mean of per-class accuracies."""
+    correct = np.asarray(correct, dtype=bool)
+    if per_class:
+        return seeded_estimate(lambda s, idx: mean_per_class(correct[s, idx], labels[idx]), *correct.shape,
+                               higher_is_better=True, unit=FRACTION)
+    return seeded_estimate(lambda s, idx: float(correct[s, idx].mean()), *correct.shape, higher_is_better=True,
+                           unit=FRACTION)
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray, *, higher_is_better: bool, unit: str) -> Estimate:
     """Mean of a minus mean of b over the same items, with a paired percentile bootstrap 95% CI (positive means a
     scored more, which is better when higher is)."""

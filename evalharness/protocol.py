@@ -35,7 +35,10 @@ SAMPLINGS = ("uniform", "dense", "all")
 INTERPOLATIONS = ("bilinear", "bicubic")
 ROLES = ("train", "val", "test")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_TOP_KEYS = {"name", "version", "task", "description", "source", "dataset", "frames", "views", "transform", "probes"}
+_TOP_KEYS = {"name", "version", "task", "description", "source", "dataset", "frames", "views", "transform", "features",
+             "probes"}
+NORMS = ("after", "before")
+CLIP_SOURCES = ("pooled", "token_mean")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,22 @@ class Transform:
 
 
 @dataclass(frozen=True)
+class Tokens:
+    """Which token features a card asks the backbone to store: a layer (k >= 1: the output of block k; -1: of the
+    last block, -2: the one before), before or after the model's final norm, a fixed average pooling of the (t, h, w)
+    token grid, and what the file's clip embedding is: the model's own pooled output, or the mean of these tokens
+    (so the linear and kNN probes score the mean of exactly what the attentive probe reads)."""
+
+    layer: int = -1
+    norm: str = "after"
+    pool: tuple[int, int, int] = (1, 1, 1)
+    clip: str = "pooled"
+
+    def as_dict(self) -> dict:
+        return {"layer": self.layer, "norm": self.norm, "pool": list(self.pool), "clip": self.clip}
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A validated, resolved protocol card (build one with `cards.load_protocol` or `cards.parse_protocol`)."""
 
@@ -86,6 +105,7 @@ class Protocol:
     frames: Frames
     views: Views
     transform: Transform
+    tokens: Tokens | None = None
     probes: dict = field(default_factory=dict)
     description: str = ""
     source: str = ""
@@ -99,6 +119,7 @@ class Protocol:
             "frames": self.frames.as_dict(),
             "views": {"temporal": self.views.temporal, "spatial": self.views.spatial},
             "transform": self.transform.as_dict(),
+            **({"features": {"tokens": self.tokens.as_dict()}} if self.tokens is not None else {}),
         }
 
     def to_dict(self) -> dict:
@@ -211,6 +232,29 @@ def _transform(card: str, raw: dict, views: Views) -> Transform:
     return Transform(short, crop, interpolation, _normalize(card, raw.get("normalize", "model")))
 
 
+def _tokens(card: str, raw: Any, task: Task, frames: Frames) -> Tokens | None:
+    """The card's `features: {tokens: {layer, norm, pool, clip}}` block (absent: no token features, and no hash change)."""
+    if raw is None:
+        return None
+    check_keys(card, "features", raw, {"tokens"}, {"tokens"})
+    block = raw["tokens"] if raw["tokens"] is not None else {}
+    check_keys(card, "features.tokens", block, {"layer", "norm", "pool", "clip"})
+    layer = block.get("layer", -1)
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer == 0 or not -1000 <= layer <= 1000:
+        raise ProtocolError(f"{where(card, 'features.tokens.layer')} must be a non-zero integer (k: the output of block k; "
+                            f"-1: of the last block, -2: the one before), got {layer!r}")
+    norm = _choice(card, "features.tokens.norm", block.get("norm", "after"), NORMS)
+    pool = block.get("pool", [1, 1, 1])
+    if not isinstance(pool, list) or len(pool) != 3:
+        raise ProtocolError(f"{where(card, 'features.tokens.pool')} must be [t, h, w], got {pool!r}")
+    pool = tuple(_int(card, "features.tokens.pool", p, 1, 64) for p in pool)
+    if task != Task.CLASSIFICATION:
+        raise ProtocolError(f"{where(card, 'features.tokens')} is for classification cards (attentive probes), not {task}")
+    if frames.sampling == "all":
+        raise ProtocolError(f"{where(card, 'features.tokens')} needs a fixed frame count, not sampling 'all'")
+    return Tokens(layer, norm, pool, _choice(card, "features.tokens.clip", block.get("clip", "pooled"), CLIP_SOURCES))
+
+
 def _dataset(card: str, raw: Any) -> dict:
     """The roles every dataset block shares; the adapter's own keys are checked by `cards`."""
     if not isinstance(raw, dict) or "adapter" not in raw:
@@ -245,6 +289,11 @@ def parse_structure(raw: Any, source: str = "<memory>") -> Protocol:
     views = _views(card, raw.get("views", {}), frames)
     if task == Task.LABEL_PROPAGATION and frames.sampling != "all":
         raise ProtocolError(f"{where(card, 'frames.sampling')} must be 'all' for label-propagation")
+    transform = _transform(card, raw["transform"], views)
+    tokens = _tokens(card, raw.get("features"), task, frames)
+    if tokens is not None and transform.crop is None:
+        raise ProtocolError(f"{where(card, 'features.tokens')} needs a fixed crop (transform.crop), so every clip has "
+                            "the same token grid")
     return Protocol(
         name=raw["name"],
         version=_int(card, "version", raw["version"], 1, 10_000),
@@ -252,7 +301,8 @@ def parse_structure(raw: Any, source: str = "<memory>") -> Protocol:
         dataset=_dataset(card, raw["dataset"]),
         frames=frames,
         views=views,
-        transform=_transform(card, raw["transform"], views),
+        transform=transform,
+        tokens=tokens,
         probes=_probes(card, raw.get("probes", {})),
         description=str(raw.get("description", "")).strip(),
         source=str(raw.get("source", "")).strip(),

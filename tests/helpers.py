@@ -12,7 +12,7 @@ import yaml
 from evalharness.cards import load_protocol
 from evalharness.datasets import resolve_manifest
 from evalharness.scoring import score
-from evalharness.store import Chunk, Header, TextEmbeddings, finalize, write_part, write_text_part
+from evalharness.store import Chunk, Header, TextEmbeddings, TokenInfo, finalize, write_part, write_text_part
 
 
 def probe(name, path, protocol, root, **kwargs):
@@ -26,12 +26,13 @@ def decode_all(path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])
 
 
-def write_file(parts, header, out, chunks, views=1, temporal_views=1, dtype="float32", chunk_size=None, text=None):
+def write_file(parts, header, out, chunks, views=1, temporal_views=1, dtype="float32", chunk_size=None, text=None,
+               tokens=None):
     """An embedding file written as extraction writes one: each chunk a part, then finalize."""
     parts.mkdir(parents=True, exist_ok=True)
     size = chunk_size or max(len(c.ids) + len(c.failures) for c in chunks)
     for index, chunk in enumerate(chunks):
-        write_part(parts, header, index, len(chunks), size, chunk, views, temporal_views, dtype)
+        write_part(parts, header, index, len(chunks), size, chunk, views, temporal_views, dtype, tokens)
     if text is not None:
         write_text_part(parts, header, text)
     return finalize([parts], out)
@@ -47,8 +48,11 @@ def clustered(rng, n, dim, n_classes, centres, views=None):
     return x.astype(np.float32), labels
 
 
-def build_file(folder, train_x, train_y, test_x, test_y, name="hand", probes=None, text=None):
-    """An embedding file and a manifest data root for train/test vectors (N, D) or (N, V, D); returns (path, protocol, root)."""
+def build_file(folder, train_x, train_y, test_x, test_y, name="hand", probes=None, text=None, tokens=None,
+               token_dtype="float16"):
+    """An embedding file and a manifest data root for train/test vectors (N, D) or (N, V, D); returns (path, protocol, root).
+
+    With `tokens` ((train (N, V, t, h, w, D), test)), the card asks for token features and the file holds them."""
     ids = [f"tr{i:04d}" for i in range(len(train_x))] + [f"te{i:04d}" for i in range(len(test_x))]
     labels = list(train_y) + list(test_y)
     splits = ["train"] * len(train_x) + ["test"] * len(test_x)
@@ -61,10 +65,12 @@ def build_file(folder, train_x, train_y, test_x, test_y, name="hand", probes=Non
         (root / "captions.csv").write_text("video_id,caption\n" + "".join(f"{v},{c}\n" for v, c in text["captions"]))
         dataset["captions"] = "captions.csv"
     card = folder / f"{name}.yaml"
+    transform = {"resize_short": 32, **({"crop": 32} if tokens is not None else {})}
     card.write_text(yaml.safe_dump({
         "name": name, "version": 1, "task": "classification" if text is None else "text-retrieval",
-        "dataset": dataset, "frames": {"count": 4, "sampling": "uniform"}, "transform": {"resize_short": 32},
-        "probes": probes if probes is not None else {"knn": {"k": [1, 10, 20], "headline_k": 10}}}))
+        "dataset": dataset, "frames": {"count": 4, "sampling": "uniform"}, "transform": transform,
+        "probes": probes if probes is not None else {"knn": {"k": [1, 10, 20], "headline_k": 10}},
+        **({"features": {"tokens": {"layer": -1}}} if tokens is not None else {})}))
     protocol = load_protocol(card)
     manifest = resolve_manifest(protocol, root)
     all_x = np.concatenate([train_x, test_x])
@@ -76,6 +82,13 @@ def build_file(folder, train_x, train_y, test_x, test_y, name="hand", probes=Non
     clip = np.stack([vectors[i] for i in order]).astype(np.float32)
     captions = None if text is None else TextEmbeddings(list(text["ids"]), [v for v, _ in text["captions"]],
                                                         np.asarray(text["embeddings"], dtype=np.float32))
-    path = write_file(folder / f"{name}.parts", header, folder / f"{name}.h5",
-                      [Chunk(order, clip, np.zeros((len(order), 1, 4), np.int32))], views=clip.shape[1], text=captions)
+    chunk = Chunk(order, clip, np.zeros((len(order), 1, 4), np.int32))
+    info = None
+    if tokens is not None:
+        grids = dict(zip(ids, np.concatenate(tokens), strict=True))
+        grid = grids[ids[0]].shape[1:4]
+        info = TokenInfo(tuple(grid), grids[ids[0]].shape[-1], -1, "after", (1, 1, 1), (0, 0), 0, token_dtype)
+        chunk.tokens = {i: grids[i].reshape(grids[i].shape[0], -1, grids[i].shape[-1]).astype(np.float32) for i in order}
+    path = write_file(folder / f"{name}.parts", header, folder / f"{name}.h5", [chunk], views=clip.shape[1],
+                      text=captions, tokens=info)
     return path, protocol, root

@@ -41,8 +41,9 @@ def classification_file(tmp_path_factory):
     train, train_y = clustered(rng, 60, 8, 3, centres, views=2)
     test, test_y = clustered(rng, 30, 8, 3, centres, views=2)
     probes = {"knn": {"k": [5, 10], "headline_k": 5}, "linear": {"c_grid": {"log10_min": -2, "log10_max": 2, "steps": 3}},
-              "retrieval": {}}
-    return build_file(tmp_path_factory.mktemp("contract"), train, train_y, test, test_y, probes=probes)
+              "retrieval": {}, "attentive": {"num_heads": 2, "epochs": 2, "batch_size": 16, "lrs": [0.01, 0.001]}}
+    tokens = tuple(x[:, :, None, None, None, :] + rng.normal(scale=0.1, size=(len(x), 2, 2, 2, 2, 8)) for x in (train, test))
+    return build_file(tmp_path_factory.mktemp("contract"), train, train_y, test, test_y, probes=probes, tokens=tokens)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def labelprop_file(tmp_path_factory):
 
 
 def test_every_probe_is_covered_here():
-    assert set(PROBES) == {"knn", "linear", "retrieval", "labelprop"}
+    assert set(PROBES) == {"knn", "linear", "retrieval", "labelprop", "attentive"}
 
 
 @pytest.mark.parametrize("name", sorted(PROBES))

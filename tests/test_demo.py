@@ -12,24 +12,29 @@ def test_demo_shows_the_appearance_motion_contrast(tmp_path):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     assert "| model" in result.stdout and "leaderboard:" in result.stdout
-    score = {}
+    score, tokens = {}, {}
     probes = set()
     for path in (tmp_path / "results").rglob("*.json"):
         record = json.loads(path.read_text())
         probes.add(record["probe"])
         if record["probe"] == "knn":
             score[record["model"], record["protocol"]] = record["metrics"][record["headline"]]["value"]
-    assert len(score) == 4 and probes == {"knn", "linear", "retrieval"}
+        if record["protocol"] == "synthetic-motion-tokens":
+            tokens[record["model"], record["probe"]] = record["metrics"][record["headline"]]["value"]
+    assert len(score) == 4 and probes == {"knn", "linear", "retrieval", "attentive"} and len(tokens) == 4
+    # motion lives in the order of builtin:stats' tokens: attentive reads it, a linear probe on their mean cannot
+    assert tokens["builtin:stats", "attentive"] > 0.85 and tokens["builtin:stats", "linear"] < 0.4
     # chance: appearance 1/6, motion 1/4
     assert score["builtin:pixels", "synthetic-motion"] < 0.40
     assert score["builtin:pixels", "synthetic-appearance"] > 0.45
     assert score["builtin:stats", "synthetic-motion"] > 0.80
     assert score["builtin:stats", "synthetic-appearance"] > 0.60
-    assert (tmp_path / "leaderboard.md").read_text().count("builtin:") == 2
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert board.count("builtin:") == 2 and "attentive" in board
     # the regression gate: any change that moves a demo score fails here until the baseline is updated on purpose
     # (evalharness check RESULTS --baseline tests/golden/demo_baseline.json --update)
     baseline = Path(__file__).parent / "golden" / "demo_baseline.json"
     gate = subprocess.run([sys.executable, "-m", "evalharness", "check", str(tmp_path / "results"), "--baseline", str(baseline)],
                           capture_output=True, text=True)
     assert gate.returncode == 0, gate.stdout + gate.stderr
-    assert "12 compared, 0 failing" in gate.stdout
+    assert "16 compared, 0 failing" in gate.stdout

@@ -297,3 +297,32 @@ def test_retry_failures_takes_only_its_own_shard_and_empty_shards_are_fine(tmp_p
     assert cli(*run, "--shard", "3/5").returncode == 0  # no --chunk-size: the parts' own
     with EmbeddingFile(out) as f:
         assert len(f.ids) == 6 and len(f.failures) == 4
+
+
+def test_token_files_shard_merge_and_resume_to_the_same_bytes_and_refuse_past_max_size(tmp_path, synth30):
+    from conftest import write_card
+
+    card = write_card(tmp_path, "tok", features={"tokens": {"layer": -1, "pool": [2, 2, 2]}},
+                      probes={"attentive": {"num_heads": 4}})
+    single = tmp_path / "single.h5"
+    result = cli("extract", "-m", "builtin:stats", "-p", card, "-d", synth30, "-o", single, "--chunk-size", 3,
+                 "--workers", 0, "--token-dtype", "bfloat16")
+    assert result.returncode == 0, result.stderr
+    assert "token features: 30 clips x 1 views x 128 tokens (8x4x4) x 24 x 2 bytes" in result.stderr
+    for i in range(2):
+        (tmp_path / f"m{i}").mkdir()
+        assert cli("extract", "-m", "builtin:stats", "-p", card, "-d", synth30, "-o", tmp_path / f"m{i}" / "x.h5",
+                   "--shard", f"{i}/2", "--chunk-size", 3, "--batch-size", 2, "--workers", 0, "--quiet",
+                   "--token-dtype", "bfloat16").returncode == 0
+    merged = tmp_path / "merged.h5"
+    assert cli("merge", merged, tmp_path / "m0" / "x.h5.parts", tmp_path / "m1" / "x.h5.parts").returncode == 0
+    with h5py.File(single, "r") as a, h5py.File(merged, "r") as b:
+        assert a["tokens"][()].tobytes() == b["tokens"][()].tobytes() and a["tokens"].chunks == (1, 1, 128, 24)
+        assert dict(a["tokens"].attrs)["dtype"] == "bfloat16"
+    assert cli("validate", merged).returncode == 0
+    with EmbeddingFile(merged) as f:
+        assert f.clip_tokens(0).shape == (1, 128, 24) and f.token_info.grid == (8, 4, 4)
+    refused = cli("extract", "-m", "builtin:stats", "-p", card, "-d", synth30, "-o", tmp_path / "big.h5",
+                  "--max-size", "100K", "--workers", 0, "--quiet")
+    assert refused.returncode == 1 and "more than the maximum" in refused.stderr and "--max-size" in refused.stderr
+    assert not (tmp_path / "big.h5").exists() and not (tmp_path / "big.h5.parts").exists()

@@ -309,3 +309,48 @@ def test_models_come_from_the_caches_by_name_without_network(tmp_path, hf_models
     timm_sha = sha256(snapshot / "model.safetensors")
     assert got == [videomae, videomae, [commits["timm/resnet18.a1_in1k"], timm_sha],
                    ["file", sha256(checkpoints / "r3d_18-b3b3357e.pth")]]
+
+
+@pytest.mark.parametrize("kind", ["videomae", "timesformer", "vivit", "vjepa2"])
+def test_hf_tokens_are_the_patch_tokens_of_the_chosen_block(hf_models, kind):
+    model = build_backbone(f"hf:{hf_models[kind]}")
+    clips = torch.randn(2, FRAMES, 3, SIZE, SIZE)
+    with torch.no_grad():
+        vectors, tokens = model.encode(clips, -1, "after")
+        kwargs = {"pixel_values_videos": clips, "skip_predictor": True} if kind == "vjepa2" else {"pixel_values": clips}
+        reference = model.model(**kwargs, output_hidden_states=True)
+        first = model.tokens(clips, 1, "before")
+    tubelet = 1 if kind == "timesformer" else 2
+    grid = (FRAMES // tubelet, SIZE // 8, SIZE // 8)
+    assert tokens.shape == (2, *grid, 32) and model.token_patch == (8, 8) and model.token_tubelet == tubelet
+    last = reference.last_hidden_state  # after the final norm; the class token first where there is one
+    assert torch.allclose(tokens.reshape(2, -1, 32), last[:, last.shape[1] - tokens[0, ..., 0].numel():], atol=1e-6)
+    assert torch.allclose(vectors, model.embed(clips), atol=1e-6)
+    hidden = reference.hidden_states[1]
+    assert torch.allclose(first.reshape(2, -1, 32), hidden[:, hidden.shape[1] - first[0, ..., 0].numel():], atol=1e-6)
+
+
+def test_timm_and_torchvision_tokens_are_the_maps_before_pooling(weight_files):
+    vit = build_backbone("timm:vit_tiny_patch16_224", str(weight_files["vit_tiny_patch16_224"]))
+    frames = torch.randn(2, 3, 3, 64, 64)
+    with torch.no_grad():
+        tokens = vit.tokens(frames, -1, "after")
+        reference = vit.model.forward_features(frames.flatten(0, 1))[:, vit.model.num_prefix_tokens:]
+    assert tokens.shape == (2, 3, 4, 4, 192) and vit.token_patch == (16, 16)
+    assert torch.allclose(tokens.reshape(6, 16, 192), reference, atol=1e-5)
+    r3d = build_backbone("torchvision:r3d_18", str(weight_files["r3d_18"]))
+    clips = torch.randn(1, 8, 3, 64, 64)
+    with torch.no_grad():
+        maps = r3d.tokens(clips, -1, "after")
+        assert torch.allclose(maps.mean((1, 2, 3)), r3d.embed(clips), atol=1e-5)  # the head pools exactly this map
+    with pytest.raises(ValueError, match="layer -1"):
+        r3d.tokens(clips, 2, "after")
+    assert not build_backbone("torchvision:mvit_v1_b", "random").has_tokens
+
+
+def test_a_model_without_tokens_is_refused_before_decoding(hf_models, tmp_path, synth30):
+    card = load_protocol(write_card(tmp_path, "tok", frames={"count": FRAMES, "sampling": "uniform"},
+                                    transform={"resize_short": SIZE, "crop": SIZE}, features={"tokens": {"layer": -1}}))
+    with pytest.raises(HarnessError, match="gives no token features") as exc:
+        extract(f"hf:{hf_models['clip']}", card, synth30, tmp_path / "t.h5", ExtractConfig(workers=0, quiet=True))
+    assert "\n" not in str(exc.value) and not list(tmp_path.glob("t.h5*"))

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
+from evalharness.distributed import device_for_rank
 from evalharness.errors import HarnessError
-from evalharness.extract import device_for_rank, shard_from_env
+from evalharness.extract import shard_from_env
 
 from test_extract import arrays
 

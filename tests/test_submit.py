@@ -152,3 +152,38 @@ def test_a_three_probe_submission_reads_the_values_twice(tmp_path, monkeypatch):
     records = submit_module.submit(path, folder, dry_run=True)
     assert [r["probe"] for r in records] == ["knn", "linear", "retrieval"]
     assert sum(read) == 2 * train.nbytes + 2 * test.nbytes
+
+
+def test_hostile_token_files_are_refused_before_any_value_is_read(tmp_path, synth30):
+    from conftest import write_card
+
+    card = write_card(tmp_path, "tok30", features={"tokens": {"layer": -1, "pool": [2, 2, 2]}},
+                      probes={"attentive": {"num_heads": 4, "epochs": 1, "batch_size": 8}})
+    src = tmp_path / "tok.h5"
+    extract("builtin:stats", load_protocol(card), synth30, src, ExtractConfig(batch_size=8, workers=0, quiet=True))
+    board = tmp_path / "lb"
+    assert cli("leaderboard", "init", board, "-p", card, "-d", synth30).returncode == 0
+
+    def retoken(f, shape, chunks=None, dtype="f2"):
+        attrs = dict(f["tokens"].attrs)
+        del f["tokens"]
+        f.create_dataset("tokens", shape=shape, dtype=dtype, chunks=chunks)
+        for key, value in attrs.items():
+            f["tokens"].attrs[key] = value
+
+    n, v, length, dim = h5py.File(src, "r")["tokens"].shape
+    cases = {
+        "huge declared tokens": (lambda f: retoken(f, (n, v, 10**9, dim), (1, v, 1024, dim)), "tokens"),
+        "grid that lies": (lambda f: f["tokens"].attrs.__setitem__("grid", np.array([1000, 1000, 1000])), "grid"),
+        "width that lies": (lambda f: f["tokens"].attrs.__setitem__("dim", dim + 1), "tokens"),
+        "not one clip per chunk": (lambda f: retoken(f, (n, v, length, dim), (2, v, length, dim)), "chunk"),
+        "nan token": (lambda f: f["tokens"].__setitem__((3, 0, 5, 1), np.nan), "finite"),
+    }
+    before = snapshot(board)
+    for name, (mutate, needle) in cases.items():
+        path = craft(src, tmp_path / f"{name.replace(' ', '-')}.h5", mutate)
+        result = cli("submit", path, "-l", board)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), (name, result.stderr)
+        assert needle in lines[0], (name, lines[0])
+        assert snapshot(board) == before, name

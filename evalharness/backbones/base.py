@@ -24,17 +24,34 @@ class InputSpec:
 
 @dataclass
 class Backbone(ABC):
-    """A frozen model: clips in, one vector per clip out; optionally dense per-frame maps and text vectors."""
+    """A frozen model: clips in, one vector per clip out; optionally token features, dense per-frame maps and text
+    vectors. `token_patch` (h, w) and `token_tubelet` describe the token grid (0 where they do not apply)."""
 
     name: str
     input: InputSpec = field(default_factory=InputSpec)
     revision: str = ""
     weights_sha256: str = ""
     dense_stride: int | None = None
+    token_patch: tuple[int, int] = (0, 0)
+    token_tubelet: int = 0
 
     @abstractmethod
     def embed(self, clips: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) normalised clips -> (B, D) embeddings."""
+
+    def tokens(self, clips: torch.Tensor, layer: int, norm: str) -> torch.Tensor:
+        """(B, T, 3, H, W) normalised clips -> (B, t, h, w, D) token features of block `layer` (k >= 1: block k;
+        -1: the last), before or after the model's final norm (`norm`: 'before' | 'after')."""
+        raise NotImplementedError(f"backbone {self.name} gives no token features")
+
+    def encode(self, clips: torch.Tensor, layer: int, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clip vectors and the token features of the same clips (adapters override it to run the model once)."""
+        return self.embed(clips), self.tokens(clips, layer, norm)
+
+    @property
+    def has_tokens(self) -> bool:
+        """Whether this model gives token features (attentive probes)."""
+        return type(self).tokens is not Backbone.tokens
 
     def dense(self, frames: torch.Tensor) -> torch.Tensor:
         """(T, 3, H, W) normalised frames -> (T, h, w, D) feature maps for label propagation."""

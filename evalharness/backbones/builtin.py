@@ -17,6 +17,8 @@ from ..errors import HarnessError
 from .base import Backbone
 
 _GRID = 8
+_TOKEN_GRID = 8
+_POSITION_SCALE = 0.3
 _DENSE_STRIDE = 8
 _BINS = 8
 _MATCH_SIZE = 24
@@ -48,6 +50,42 @@ def _dense_pool(frames: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(frames, _DENSE_STRIDE, _DENSE_STRIDE)
 
 
+def _positions(t: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(t, h, w, 18): sine and cosine of each token's frame, row and column at one, two and four cycles over the grid,
+    the position a transformer's tokens carry (so the order of tokens, hence motion, can be read from them)."""
+    codes = []
+    for axis, size in enumerate((t, h, w)):
+        phase = torch.arange(size, device=device, dtype=torch.float32) * (2 * math.pi / size)
+        for cycles in (1, 2, 4):
+            for fn in (torch.sin, torch.cos):
+                shape = [1, 1, 1]
+                shape[axis] = size
+                codes.append(fn(cycles * phase).view(shape).expand(t, h, w))
+    return torch.stack(codes, -1)
+
+
+def _cells(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, C, H, W) -> (B, T, g, g, C): the mean over each cell of the token grid."""
+    b, t, c = x.shape[:3]
+    return F.adaptive_avg_pool2d(x.flatten(0, 1), _TOKEN_GRID).view(b, t, c, _TOKEN_GRID, _TOKEN_GRID).permute(0, 1, 3, 4, 2)
+
+
+def _cell_tokens(rgb: torch.Tensor, local: torch.Tensor, layer: int) -> torch.Tensor:
+    """(B, T, g, g, 24) tokens: each cell's mean colour (3), mean horizontal and vertical brightness gradient (2), one
+    more local statistic (`local`, (B, T, 1, H, W)) and its position (18), scaled so that local features are of order
+    one and positions smaller. The builtins have one layer and no final norm, so any norm setting gives the same
+    tokens."""
+    if layer not in (1, -1):
+        raise ValueError(f"builtin backbones have one layer (1 or -1), not {layer}")
+    b, t = rgb.shape[:2]
+    gray = rgb.mean(2, keepdim=True)
+    gx = F.pad(gray[..., :, 1:] - gray[..., :, :-1], (0, 1))
+    gy = F.pad(gray[..., 1:, :] - gray[..., :-1, :], (0, 0, 0, 1))
+    cells = _cells(torch.cat([rgb, 64 * gx, 64 * gy, local], 2))
+    position = _POSITION_SCALE * _positions(t, _TOKEN_GRID, _TOKEN_GRID, rgb.device).expand(b, -1, -1, -1, -1)
+    return torch.cat([cells, position], -1)
+
+
 @dataclass
 class Pixels(Backbone):
     """Frames pooled to an 8x8 grid and averaged over time: appearance without motion."""
@@ -62,6 +100,13 @@ class Pixels(Backbone):
 
     def dense(self, frames: torch.Tensor) -> torch.Tensor:
         return _dense_pool(frames).permute(0, 2, 3, 1).contiguous()
+
+    def tokens(self, clips: torch.Tensor, layer: int, norm: str) -> torch.Tensor:
+        """Per frame, an 8 x 8 grid of cells: mean colour, gradients, brightness contrast within the cell, position."""
+        rgb = _rgb(self, clips)
+        gray = rgb.mean(2, keepdim=True)
+        local = (gray - F.avg_pool2d(gray.flatten(0, 1), 3, 1, 1, count_include_pad=False).view_as(gray)).abs()
+        return _cell_tokens(rgb, 16 * local, layer)
 
 
 def block_matching(gray: torch.Tensor, radius: int = _MATCH_RADIUS) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,6 +168,14 @@ class Stats(Backbone):
 
     def embed(self, clips: torch.Tensor) -> torch.Tensor:
         return torch.stack([self._one(clip) for clip in clips])
+
+    def tokens(self, clips: torch.Tensor, layer: int, norm: str) -> torch.Tensor:
+        """Per frame, an 8 x 8 grid of cells: mean colour, gradients, brightness change since the previous frame (zero
+        on the first), position. Each token holds what one frame shows; motion is in how tokens follow each other."""
+        rgb = _rgb(self, clips)
+        gray = rgb.mean(2, keepdim=True)
+        change = torch.cat([torch.zeros_like(gray[:, :1]), gray[:, 1:] - gray[:, :-1]], 1)
+        return _cell_tokens(rgb, 32 * change, layer)
 
     def dense(self, frames: torch.Tensor) -> torch.Tensor:
         rgb = _rgb(self, frames)

@@ -29,6 +29,13 @@ POOLING = {
     "clip": "frame-mean",
     "siglip": "frame-mean",
 }
+# model_type -> (tubelet, patch) of its token grid, from its config (video transformers give patch tokens)
+TOKEN_GRIDS = {
+    "videomae": lambda c: (int(c.tubelet_size), _square(c.patch_size)),
+    "timesformer": lambda c: (1, _square(c.patch_size)),
+    "vivit": lambda c: (int(c.tubelet_size[0]), int(c.tubelet_size[1])),
+    "vjepa2": lambda c: (int(c.tubelet_size), _square(c.patch_size)),
+}
 _PREPROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json")
 _RECORDED = ("image_mean", "image_std", "do_normalize", "do_rescale", "rescale_factor", "size", "crop_size",
              "resample", "num_frames", "image_processor_type", "video_processor_type", "processor_class")
@@ -102,14 +109,19 @@ class HFModel(ModuleBackbone):
     prefix_tokens: int = 0
     max_text_tokens: int = 77
 
+    def _video(self, clips: torch.Tensor, hidden: bool = False) -> Any:
+        if self.kind == "vjepa2":
+            return self.model(pixel_values_videos=clips, skip_predictor=True, output_hidden_states=hidden)
+        return self.model(pixel_values=clips, output_hidden_states=hidden)
+
+    def _pool(self, output: Any) -> torch.Tensor:
+        last = output.last_hidden_state
+        return last[:, 0] if self.kind in ("timesformer", "vivit") else last.mean(1)
+
     def embed(self, clips: torch.Tensor) -> torch.Tensor:
         m, kind = self.model, self.kind
-        if kind == "videomae":
-            return m(pixel_values=clips).last_hidden_state.mean(1)
-        if kind in ("timesformer", "vivit"):
-            return m(pixel_values=clips).last_hidden_state[:, 0]
-        if kind == "vjepa2":
-            return m(pixel_values_videos=clips, skip_predictor=True).last_hidden_state.mean(1)
+        if kind in TOKEN_GRIDS:
+            return self._pool(self._video(clips))
         if kind == "xclip":
             return _pooled(m.get_video_features(pixel_values=clips))
         b, t = clips.shape[:2]
@@ -122,6 +134,31 @@ class HFModel(ModuleBackbone):
         tokens = self.model.vision_model(pixel_values=frames, interpolate_pos_encoding=True).last_hidden_state
         h, w = frames.shape[-2] // self.patch, frames.shape[-1] // self.patch
         return tokens[:, self.prefix_tokens:].reshape(frames.shape[0], h, w, -1)
+
+    @property
+    def has_tokens(self) -> bool:
+        return self.kind in TOKEN_GRIDS
+
+    def tokens(self, clips: torch.Tensor, layer: int, norm: str) -> torch.Tensor:
+        return self.encode(clips, layer, norm)[1] if self.has_tokens else super().tokens(clips, layer, norm)
+
+    def encode(self, clips: torch.Tensor, layer: int, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass: the pooled clip vector and the patch tokens (B, t, h, w, D) of block `layer`, before or
+        after the encoder's final norm (models without one give the same tokens either way)."""
+        if not self.has_tokens:
+            return super().encode(clips, layer, norm)
+        output = self._video(clips, hidden=True)
+        states = output.hidden_states  # the embeddings, then the output of each block
+        blocks = len(states) - 1
+        if not (1 <= layer <= blocks or -blocks <= layer <= -1):
+            raise ValueError(f"the model has {blocks} blocks, so layer {layer} does not exist")
+        x = states[layer if layer > 0 else blocks + 1 + layer]
+        final = self.model.encoder.layernorm if self.kind == "vjepa2" else getattr(self.model, "layernorm", None)
+        if norm == "after" and final is not None:
+            x = final(x)
+        b, t = clips.shape[:2]
+        grid = (t // self.token_tubelet, clips.shape[-2] // self.token_patch[0], clips.shape[-1] // self.token_patch[1])
+        return self._pool(output), x[:, x.shape[1] - grid[0] * grid[1] * grid[2]:].reshape(b, *grid, x.shape[-1])
 
     @property
     def has_text(self) -> bool:
@@ -164,8 +201,10 @@ def build(name: str, weights: str | None) -> HFModel:
     vision = config.vision_config if per_frame else None
     revision_id = folder.name if folder.parent.name == "snapshots" else (revision or "local")
     text_config = getattr(config, "text_config", None)
+    tubelet, patch = TOKEN_GRIDS[kind](config) if kind in TOKEN_GRIDS else (0, 0)
     return HFModel(
         name=spec, input=InputSpec(frames=frames, size=size, mean=mean, std=std), revision=revision_id,
+        token_patch=(patch, patch), token_tubelet=tubelet,
         weights_sha256=sha256_files(files), dense_stride=vision.patch_size if per_frame else None,
         model=model, kind=kind, tokenizer=tokenizer, patch=vision.patch_size if per_frame else 0,
         prefix_tokens=1 if kind == "clip" else 0,

@@ -27,6 +27,24 @@ class TimmModel(ModuleBackbone):
         b, t = clips.shape[:2]
         return self.model(clips.flatten(0, 1)).view(b, t, -1).mean(1)
 
+    @property
+    def has_tokens(self) -> bool:
+        return self.dense_stride is not None
+
+    def tokens(self, clips: torch.Tensor, layer: int, norm: str) -> torch.Tensor:
+        """Each frame's feature map of block `layer` (prefix tokens dropped), optionally through the final norm:
+        (B, frames, h, w, D)."""
+        if not self.has_tokens:
+            return super().tokens(clips, layer, norm)
+        b, t = clips.shape[:2]
+        try:
+            maps = self.model.forward_intermediates(clips.flatten(0, 1), indices=[layer - 1 if layer > 0 else layer],
+                                                    norm=norm == "after", intermediates_only=True, output_fmt="NCHW")
+        except (IndexError, AssertionError):
+            raise ValueError(f"layer {layer} is not one of the model's blocks") from None
+        x = maps[-1].permute(0, 2, 3, 1)
+        return x.reshape(b, t, *x.shape[1:])
+
     def dense(self, frames: torch.Tensor) -> torch.Tensor:
         if self.dense_stride is None:
             return super().dense(frames)
@@ -99,7 +117,7 @@ def build(name: str, weights: str | None) -> TimmModel:
         stride = int(model.feature_info[-1]["reduction"])
     return TimmModel(
         name=spec, input=InputSpec(mean=tuple(data["mean"]), std=tuple(data["std"])), revision=revision,
-        weights_sha256=sha, dense_stride=stride, model=model,
+        weights_sha256=sha, dense_stride=stride, model=model, token_patch=(stride or 0, stride or 0), token_tubelet=1,
         extra={"architecture": model.default_cfg.get("architecture", type(model).__name__),
                "pooling": "frame-mean", "preprocessing": {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()},
                "weight_files": files},

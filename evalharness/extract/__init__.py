@@ -2,7 +2,7 @@
 
 from .chunks import DEFAULT_CHUNK_SIZE, chunk_plan, shard_chunks
 from .pipeline import ExtractConfig, ExtractSummary, autocast, clip_loader, extract, parts_dir_for
-from .runners import device_for_rank, run_ray, shard_from_env
+from .runners import run_ray, shard_from_env
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "ExtractConfig", "ExtractSummary", "autocast", "chunk_plan", "clip_loader",
-           "device_for_rank", "extract", "parts_dir_for", "run_ray", "shard_chunks", "shard_from_env"]
+           "extract", "parts_dir_for", "run_ray", "shard_chunks", "shard_from_env"]

@@ -14,22 +14,23 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
 from ..backbones import Backbone, build_backbone
 from ..datasets import Item, Manifest, resolve_manifest
 from ..environment import environment
-from ..errors import DecodeError, HarnessError, OtherRunError
+from ..errors import DecodeError, HarnessError, OtherRunError, TooLargeError
 from ..locking import locked
 from ..progress import bar
-from ..protocol import Protocol, Task
+from ..protocol import Protocol, Task, Tokens
 from ..sampling import frame_indices
 from ..store import (
     TEXT_PART,
@@ -39,6 +40,7 @@ from ..store import (
     Header,
     LazyMap,
     TextEmbeddings,
+    TokenInfo,
     check_parts,
     finalize,
     part_failures,
@@ -56,7 +58,9 @@ AUTOCAST = ("none", "bfloat16", "float16")
 @dataclass(frozen=True)
 class ExtractConfig:
     """How to run an extraction. `batch_size` (clip views per forward pass) may change between resumed runs;
-    `chunk_size` (clips per part file) is fixed per output file: None takes the unfinished run's, or the default."""
+    `chunk_size` (clips per part file) is fixed per output file: None takes the unfinished run's, or the default.
+    Token features are stored as `token_dtype`; a card whose token features would take more than `max_size` bytes
+    is refused before anything is decoded."""
 
     batch_size: int = 16
     chunk_size: int | None = None
@@ -65,6 +69,8 @@ class ExtractConfig:
     shard: tuple[int, int] = (0, 1)
     dtype: str = "float32"
     autocast: str = "none"
+    token_dtype: str = "float16"
+    max_size: int = 50 << 30
     retry_failures: bool = False
     keep_parts: bool = False
     quiet: bool = False
@@ -81,6 +87,8 @@ class ExtractConfig:
             raise HarnessError(f"autocast {self.autocast}: choose one of {', '.join(AUTOCAST)}")
         if self.dtype not in ("float32", "float16"):
             raise HarnessError(f"stored dtype {self.dtype}: choose float32 or float16")
+        if self.token_dtype not in ("float16", "bfloat16"):
+            raise HarnessError(f"token dtype {self.token_dtype}: choose float16 or bfloat16")
 
     @property
     def numpy_dtype(self) -> type:
@@ -162,6 +170,9 @@ def check_compatible(backbone: Backbone, protocol: Protocol) -> None:
         raise HarnessError(f"model {backbone.name} has no text tower, which protocol {protocol.name} needs")
     if protocol.task == Task.LABEL_PROPAGATION and backbone.dense_stride is None:
         raise HarnessError(f"model {backbone.name} has no dense feature maps, which protocol {protocol.name} needs")
+    if protocol.tokens is not None and not backbone.has_tokens:
+        raise HarnessError(f"model {backbone.name} gives no token features, which protocol {protocol.name} asks for "
+                           "(features.tokens)")
 
 
 def autocast(cfg: ExtractConfig) -> contextlib.AbstractContextManager:
@@ -171,19 +182,40 @@ def autocast(cfg: ExtractConfig) -> contextlib.AbstractContextManager:
     return torch.autocast(torch.device(cfg.device).type, dtype=getattr(torch, cfg.autocast))
 
 
-def dry_run(backbone: Backbone, protocol: Protocol, cfg: ExtractConfig) -> None:
-    """One blank clip through the model before any decoding, so a card the model cannot take fails at once."""
+def dry_run(backbone: Backbone, protocol: Protocol, cfg: ExtractConfig) -> TokenInfo | None:
+    """One blank clip through the model before any decoding, so a card the model cannot take fails at once; returns
+    what its token features will be, when the card asks for them."""
     count, crop = protocol.frames.count, protocol.transform.crop
     if count is None or crop is None:
-        return
+        return None
     clip = torch.zeros(1, count, 3, crop, crop, device=torch.device(cfg.device))
+    spec = protocol.tokens
     try:
         with torch.inference_mode(), autocast(cfg):
-            backbone.embed(clip)
+            if spec is None:
+                backbone.embed(clip)
+                return None
+            _, tokens = backbone.encode(clip, spec.layer, spec.norm)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [""])[0]
-        raise HarnessError(f"model {backbone.name} cannot take clips of {count} frames at {crop}x{crop} "
+        what = f"give token features (layer {spec.layer}, {spec.norm} the final norm) of" if spec else "take"
+        raise HarnessError(f"model {backbone.name} cannot {what} clips of {count} frames at {crop}x{crop} "
                            f"(protocol {protocol.name}): {type(exc).__name__}: {reason}") from None
+    grid = tuple(tokens.shape[1:4])
+    if any(g % p for g, p in zip(grid, spec.pool, strict=True)):
+        raise HarnessError(f"protocol {protocol.name}: features.tokens.pool {list(spec.pool)} does not divide the token "
+                           f"grid {list(grid)} of model {backbone.name}")
+    return TokenInfo(tuple(g // p for g, p in zip(grid, spec.pool, strict=True)), int(tokens.shape[-1]), spec.layer,
+                     spec.norm, spec.pool, backbone.token_patch, backbone.token_tubelet, cfg.token_dtype)
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+def projected_bytes(info: TokenInfo | None, clips: int, views: int) -> int:
+    """Bytes the token features of `clips` clips take in the file (16 bits a value)."""
+    return 0 if info is None else clips * views * info.length * info.dim * 2
 
 
 def make_header(backbone: Backbone, protocol: Protocol, manifest: Manifest, cfg: ExtractConfig) -> Header:
@@ -207,23 +239,59 @@ def parts_dir_for(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-class _Batcher:
-    """Clip views queued for the model and cut into forward passes of `size` views; a change of view shape (frame
-    count, with sampling 'all') flushes the queue first."""
+def pool_tokens(tokens: torch.Tensor, pool: tuple[int, int, int]) -> torch.Tensor:
+    """(B, t, h, w, D) -> (B, L, D): the card's fixed average pooling of the token grid, then flattened t-major."""
+    if pool != (1, 1, 1):
+        tokens = F.avg_pool3d(tokens.permute(0, 4, 1, 2, 3), pool, pool).permute(0, 2, 3, 4, 1)
+    return tokens.flatten(1, 3)
 
-    def __init__(self, backbone: Backbone, size: int, device: torch.device):
-        self.backbone, self.size, self.device = backbone, size, device
+
+class _Batcher:
+    """Clip views queued for the model and cut into forward passes of `size` views (a change of view shape, the
+    frame count with sampling 'all', flushes the queue first); each clip's outputs are handed to `done` as soon as
+    all its views have been through the model, so a chunk's token features never sit in memory together."""
+
+    def __init__(self, backbone: Backbone, size: int, device: torch.device, tokens: Tokens | None,
+                 done: Callable[[int, torch.Tensor, torch.Tensor | None], None]):
+        self.backbone, self.size, self.device, self.tokens, self.done = backbone, size, device, tokens, done
         self.queue: list[torch.Tensor] = []
-        self.outputs: list[torch.Tensor] = []
+        self.waiting: list[tuple[int, int]] = []  # (clip number, views) in queue order
+        self.vectors: list[torch.Tensor] = []
+        self.token_rows: list[torch.Tensor] = []
 
     def _forward(self, views: torch.Tensor) -> None:
         for start in range(0, views.shape[0], self.size):
-            self.outputs.append(self.backbone.embed(views[start:start + self.size].to(self.device)).float().cpu())
+            batch = views[start:start + self.size].to(self.device)
+            if self.tokens is None:
+                self.vectors.append(self.backbone.embed(batch).float().cpu())
+            else:
+                if self.tokens.clip == "token_mean":
+                    tokens = self.backbone.tokens(batch, self.tokens.layer, self.tokens.norm)
+                    vectors = tokens.float().flatten(1, 3).mean(1)
+                else:
+                    vectors, tokens = self.backbone.encode(batch, self.tokens.layer, self.tokens.norm)
+                self.vectors.append(vectors.float().cpu())
+                self.token_rows.append(pool_tokens(tokens.float(), self.tokens.pool).cpu())
+        self._hand_over()
 
-    def add(self, views: torch.Tensor) -> None:
+    def _hand_over(self) -> None:
+        have = sum(v.shape[0] for v in self.vectors)
+        while self.waiting and have >= self.waiting[0][1]:
+            number, count = self.waiting.pop(0)
+            vectors = torch.cat(self.vectors)
+            self.vectors = [vectors[count:]]
+            tokens = None
+            if self.tokens is not None:
+                rows = torch.cat(self.token_rows)
+                tokens, self.token_rows = rows[:count], [rows[count:]]
+            self.done(number, vectors[:count], tokens)
+            have -= count
+
+    def add(self, number: int, views: torch.Tensor) -> None:
         if self.queue and self.queue[0].shape[1:] != views.shape[1:]:
             self.flush()
         self.queue.append(views)
+        self.waiting.append((number, views.shape[0]))
         queued = sum(v.shape[0] for v in self.queue)
         if queued >= self.size:
             whole = torch.cat(self.queue)
@@ -231,55 +299,60 @@ class _Batcher:
             self._forward(whole[:cut])
             self.queue = [whole[cut:]] if cut < queued else []
 
-    def flush(self) -> torch.Tensor:
-        """Embed what is queued; every output so far, in order, (views, D)."""
+    def flush(self) -> None:
+        """Embed what is queued and hand over every clip."""
         if self.queue:
             self._forward(torch.cat(self.queue))
             self.queue = []
-        return torch.cat(self.outputs) if self.outputs else torch.zeros(0, 0)
 
 
-SPILL_PREFIX = ".dense-"
-
-
-def _spilled(spill: Path, geometry: dict[str, tuple[int, tuple[int, int]]]) -> LazyMap:
-    """Dense maps parked on disk while their chunk is embedded, read back one video at a time for the part."""
-    keys = list(geometry)
-    return LazyMap(keys, lambda vid: DenseMaps(np.load(spill / f"{keys.index(vid)}.npy", mmap_mode="r"), *geometry[vid]))
+SPILL_PREFIX = ".spill-"
 
 
 def _embed_chunk(backbone: Backbone, samples: Iterator[Sample], count: int, protocol: Protocol, cfg: ExtractConfig,
                  spill: Path, progress) -> Chunk:
-    """Embed the next `count` samples (one chunk) as they arrive; returns the chunk's part content. Dense maps (label
-    propagation) are parked in `spill` as they are made, so memory holds one video's, not a chunk's."""
+    """Embed the next `count` samples (one chunk) as they arrive; returns the chunk's part content. Dense maps and
+    token features are parked in `spill` as they are made, so memory holds one clip's, not a chunk's."""
     device = torch.device(cfg.device)
-    batcher = _Batcher(backbone, cfg.batch_size, device)
-    good, failures, geometry = [], [], {}
+    good, failures, geometry, vectors = [], [], {}, {}
+    spill.mkdir(exist_ok=True)
+
+    def done(number: int, clip_vectors: torch.Tensor, tokens: torch.Tensor | None) -> None:
+        vectors[number] = clip_vectors
+        if tokens is not None:
+            np.save(spill / f"tokens-{number}.npy", tokens.numpy())
+
+    batcher = _Batcher(backbone, cfg.batch_size, device, protocol.tokens, done)
     with torch.inference_mode(), autocast(cfg):
         for _ in range(count):
             s = next(samples)
             if s.error is not None:
                 failures.append((s.id, s.error))
             else:
+                number = len(good)
                 good.append((s.id, s.indices))
-                batcher.add(s.views)
+                batcher.add(number, s.views)
                 if protocol.task == Task.LABEL_PROPAGATION:
-                    spill.mkdir(exist_ok=True)
                     maps = backbone.dense(s.views[0].to(device)).float().cpu().numpy().astype(np.float16)
-                    np.save(spill / f"{len(geometry)}.npy", maps)
+                    np.save(spill / f"dense-{number}.npy", maps)
                     geometry[s.id] = (backbone.dense_stride, tuple(s.views.shape[-2:]))
             progress.update(1)
-        vectors = batcher.flush()
+        batcher.flush()
     n_views = protocol.views.total
     if not good:
         return Chunk([], np.zeros((0, n_views, 0), cfg.numpy_dtype), np.zeros((0, protocol.views.temporal, 0), np.int32),
                      failures=failures)
+    ids = [vid for vid, _ in good]
     k = max(indices.shape[1] for _, indices in good)
     index = np.full((len(good), protocol.views.temporal, k), -1, dtype=np.int32)
     for row, (_, indices) in enumerate(good):
         index[row, :, :indices.shape[1]] = indices
-    clip = vectors.view(len(good), n_views, -1).numpy().astype(cfg.numpy_dtype)
-    return Chunk([vid for vid, _ in good], clip, index, _spilled(spill, geometry), failures)
+    clip = torch.stack([vectors[i] for i in range(len(good))]).numpy().astype(cfg.numpy_dtype)
+    dense = LazyMap(list(geometry), lambda vid: DenseMaps(np.load(spill / f"dense-{ids.index(vid)}.npy", mmap_mode="r"),
+                                                          *geometry[vid]))
+    tokens = (LazyMap(ids, lambda vid: np.load(spill / f"tokens-{ids.index(vid)}.npy", mmap_mode="r"))
+              if protocol.tokens is not None else {})
+    return Chunk(ids, clip, index, dense, failures, tokens)
 
 
 def _embed_captions(backbone: Backbone, manifest: Manifest, parts_dir: Path, header: Header, cfg: ExtractConfig) -> None:
@@ -318,16 +391,33 @@ def _existing(out: Path, header: Header) -> list[tuple[str, str]]:
         return existing.failures
 
 
+def _check_size(info: TokenInfo | None, protocol: Protocol, clips: int, cfg: ExtractConfig,
+                announce: Callable[[str], None] | None) -> None:
+    """Say what the token features will take on disk, and refuse past the configured maximum."""
+    size = projected_bytes(info, clips, protocol.views.total)
+    if info is None:
+        return
+    line = (f"token features: {clips} clips x {protocol.views.total} views x {info.length} tokens "
+            f"({'x'.join(map(str, info.grid))}) x {info.dim} x 2 bytes = {_gib(size)}")
+    if announce is not None:
+        announce(line)
+    if size > cfg.max_size:
+        raise TooLargeError(f"{line}, more than the maximum of {_gib(cfg.max_size)}; raise the maximum or pool "
+                           "the token grid (features.tokens.pool)")
+
+
 def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, out: str | Path,
-            cfg: ExtractConfig = ExtractConfig()) -> ExtractSummary:
-    """Embed every clip of the card's manifest (or of one shard) into `out`, resuming finished chunks."""
+            cfg: ExtractConfig = ExtractConfig(), announce: Callable[[str], None] | None = None) -> ExtractSummary:
+    """Embed every clip of the card's manifest (or of one shard) into `out`, resuming finished chunks. `announce`
+    hears, before any decoding, what the token features will take on disk."""
     started = time.perf_counter()
     out = Path(out)
     manifest = resolve_manifest(protocol, data_root)
     backbone = build_backbone(model) if isinstance(model, str) else model
     check_compatible(backbone, protocol)
     backbone = backbone.to(torch.device(cfg.device))
-    dry_run(backbone, protocol, cfg)
+    token_info = dry_run(backbone, protocol, cfg)
+    _check_size(token_info, protocol, len(manifest.items), cfg, announce)
     header = make_header(backbone, protocol, manifest, cfg)
     if out.exists():
         return ExtractSummary(out, failures=_existing(out, header), finalized=True, seconds=time.perf_counter() - started)
@@ -335,7 +425,7 @@ def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, ou
     parts_dir = parts_dir_for(out)
     parts_dir.mkdir(parents=True, exist_ok=True)
     parts = read_parts(parts_dir)
-    check_parts(parts, header)
+    check_parts(parts, header, token_info)
     chunk_size = chunk_size_for(parts, cfg.chunk_size)
     plan = chunk_plan(len(items), chunk_size)
     mine = shard_chunks(len(plan), cfg.shard)
@@ -358,7 +448,7 @@ def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, ou
             shutil.rmtree(spill, ignore_errors=True)  # left by a run killed in this chunk
             chunk = _embed_chunk(backbone, samples, len(plan[chunk_index]), protocol, cfg, spill, progress)
             write_part(parts_dir, header, chunk_index, len(plan), chunk_size, chunk, protocol.views.total,
-                       protocol.views.temporal, cfg.dtype)
+                       protocol.views.temporal, cfg.dtype, token_info)
             shutil.rmtree(spill, ignore_errors=True)
             summary.embedded += len(chunk.ids)
     if finalize_when_complete(parts_dir, len(plan), out, cfg.keep_parts):

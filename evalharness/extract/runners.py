@@ -40,11 +40,6 @@ def shard_from_env(env: Mapping[str, str] = os.environ) -> tuple[int, int]:
                        "or SLURM_PROCID/SLURM_NTASKS (srun) in the environment")
 
 
-def device_for_rank(device: str, env: Mapping[str, str] = os.environ) -> str:
-    """`cuda` under torchrun means this rank's own GPU, cuda:LOCAL_RANK."""
-    return f"cuda:{env['LOCAL_RANK']}" if device == "cuda" and "LOCAL_RANK" in env else device
-
-
 def _extract_shard(model: str, weights: str | None, protocol: Protocol, data_root: str, out: str,
                    cfg: ExtractConfig) -> tuple[int, int, list[tuple[str, str]]]:
     """One Ray task: build the model on the worker and extract one shard into the shared parts folder."""

@@ -6,11 +6,12 @@ from dataclasses import asdict
 from typing import Any
 
 from ..protocol import Task
-from . import knn, labelprop, linear, retrieval
+from . import attentive, knn, labelprop, linear, retrieval
 from .base import ProbeOutcome, ProbeSpec, config_from_card
 from .common import ProbeInput, conformance_notes
 
-PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (knn.SPEC, linear.SPEC, retrieval.SPEC, labelprop.SPEC)}
+PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (knn.SPEC, linear.SPEC, retrieval.SPEC, labelprop.SPEC,
+                                                              attentive.SPEC)}
 
 
 def probe_spec(name: str) -> ProbeSpec:

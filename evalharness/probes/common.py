@@ -18,6 +18,20 @@ def unit_rows(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, val) index arrays: round(fraction * count) of each class to val, chosen by a seeded permutation.
+    A class with one item stays in fit."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        take = int(np.floor(fraction * len(members) + 0.5)) if len(members) > 1 else 0
+        val.extend(rng.permutation(members)[:min(take, len(members) - 1)])
+    val = np.sort(np.array(val, dtype=np.int64))
+    fit = np.setdiff1d(np.arange(len(labels)), val)
+    return fit, val
+
+
 def video_vectors(file: EmbeddingFile, chunk_rows: int = 8192) -> np.ndarray:
     """(N, D) float32: the mean over views of the L2-normalised view embeddings, L2-normalised again (DESIGN.md)."""
     n, _, dim = file.shape

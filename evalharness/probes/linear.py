@@ -19,7 +19,7 @@ from ..errors import ProbeError
 from ..metrics import accuracy_estimate, ranked_classes, topk_correct
 from ..protocol import Task
 from .base import ProbeOutcome, ProbeSpec
-from .common import ProbeInput, unit_rows
+from .common import ProbeInput, stratified_split, unit_rows
 
 
 def _number(value: object) -> bool:
@@ -55,20 +55,6 @@ class Config:
     def grid(self) -> np.ndarray:
         g = self.c_grid
         return np.logspace(g["log10_min"], g["log10_max"], g["steps"])
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit, val) index arrays: round(fraction * count) of each class to val, chosen by a seeded permutation.
-    A class with one item stays in fit."""
-    rng = np.random.default_rng(seed)
-    val = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        take = int(np.floor(fraction * len(members) + 0.5)) if len(members) > 1 else 0
-        val.extend(rng.permutation(members)[:min(take, len(members) - 1)])
-    val = np.sort(np.array(val, dtype=np.int64))
-    fit = np.setdiff1d(np.arange(len(labels)), val)
-    return fit, val
 
 
 def standardise(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Embedding files (HDF5, schema v1), in rooms: the layout, the checks, the reader and the writer."""
 
 from .checks import file_problems
-from .layout import PART_RE, TEXT_PART, Chunk, DenseMaps, Header, LazyMap, Limits, TextEmbeddings, part_path
+from .layout import PART_RE, TEXT_PART, Chunk, DenseMaps, Header, LazyMap, Limits, TextEmbeddings, TokenInfo, part_path
 from .reader import EmbeddingFile
 from .writer import (
     Part,
@@ -16,5 +16,5 @@ from .writer import (
 )
 
 __all__ = ["PART_RE", "TEXT_PART", "Chunk", "DenseMaps", "EmbeddingFile", "Header", "LazyMap", "Limits", "Part",
-           "TextEmbeddings", "check_parts", "file_problems", "finalize", "part_failures", "part_path",
+           "TextEmbeddings", "TokenInfo", "check_parts", "file_problems", "finalize", "part_failures", "part_path",
            "parts_chunk_size", "read_parts", "write_canonical", "write_part", "write_text_part"]

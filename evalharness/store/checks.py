@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from ..errors import StoreError
+from ..protocol import NORMS
 from .layout import (
     ALLOWED_FILTERS,
     CLIP_DTYPES,
@@ -24,8 +25,11 @@ from .layout import (
     ROOT_OBJECTS,
     SCHEMA_VERSION,
     TEXT_OBJECTS,
+    TOKEN_DTYPES,
     Header,
     Limits,
+    TokenInfo,
+    from_stored_tokens,
     read_failures,
     read_strings,
     read_text,
@@ -159,6 +163,8 @@ def _shape_problems(objects: dict[str, h5py.Dataset], limits: Limits) -> list[st
             dense_total += int(np.prod(ds.shape, dtype=np.int64))
     if dense_total > limits.dense_elements:
         problems.append(f"/dense holds {dense_total} values, beyond sane bounds")
+    if "/tokens" in objects:
+        problems += _token_problems(objects["/tokens"], n, views, limits)
     if "/text/embeddings" in objects or "/text/ids" in objects or "/text/video_ids" in objects:
         t_ids, t_vids, t_emb = (objects.get(f"/text/{k}") for k in ("ids", "video_ids", "embeddings"))
         if t_ids is None or t_vids is None or t_emb is None:
@@ -169,6 +175,37 @@ def _shape_problems(objects: dict[str, h5py.Dataset], limits: Limits) -> list[st
     return problems
 
 
+def _token_problems(ds: h5py.Dataset, n: int, views: int, limits: Limits) -> list[str]:
+    """A token dataset's shape, type, chunking and attributes must agree before one clip of it is read."""
+    if ds.ndim != 4 or ds.shape[0] != n or ds.shape[1] != views:
+        return [f"/tokens must be (N, V, L, D) with N = {n} and V = {views} as /clip, got {ds.shape}"]
+    try:
+        info = TokenInfo.read(ds.attrs)
+    except (KeyError, TypeError, ValueError) as exc:
+        return [f"/tokens lacks valid attributes (grid, dim, layer, norm, pool, patch, tubelet, dtype): {exc}"]
+    _, _, length, dim = ds.shape
+    problems = []
+    if info.dtype not in TOKEN_DTYPES or ds.dtype != TOKEN_DTYPES[info.dtype]:
+        problems.append(f"/tokens is {ds.dtype} stored as '{info.dtype}'; expected float16, or bfloat16 kept as uint16")
+    if info.length != length or info.dim != dim or min(*info.grid, dim) < 1:
+        problems.append(f"/tokens grid {info.grid} x {info.dim} disagrees with its shape {ds.shape}")
+    if info.norm not in NORMS or min(info.pool) < 1 or min(*info.patch, info.tubelet) < 0:
+        problems.append(f"/tokens has impossible norm {info.norm!r}, pool {info.pool}, patch {info.patch} or "
+                        f"tubelet {info.tubelet}")
+    per_clip = views * length * dim
+    if per_clip > limits.token_clip_elements or n * per_clip > limits.token_elements:
+        problems.append(f"/tokens shape {ds.shape} is beyond sane bounds")
+    chunks = ds.chunks
+    if chunks is not None and chunks[0] != 1:
+        problems.append(f"/tokens is chunked {chunks}; it must hold one clip per chunk (1, V, L, D)")
+    return problems
+
+
+def token_row_problem(row: np.ndarray, vid: str) -> str | None:
+    """Why one clip's tokens (float32) cannot be trusted, or None."""
+    return None if np.isfinite(row).all() else f"/tokens has non-finite values for id '{vid}'"
+
+
 def clip_block_problem(block: np.ndarray, ids: list[str], start: int) -> str | None:
     """Why a block of /clip rows starting at row `start` cannot be trusted (non-finite values), or None."""
     bad = ~np.isfinite(block).all(axis=(1, 2))
@@ -177,9 +214,10 @@ def clip_block_problem(block: np.ndarray, ids: list[str], start: int) -> str | N
     return None
 
 
-def value_problems(f: h5py.File, check_clip: bool = True) -> list[str]:
+def value_problems(f: h5py.File, check_clip: bool = True, check_tokens: bool = False) -> list[str]:
     """Unique sorted ids, finite values, sane frame indices, consistent failures, dense maps and captions; read in
-    chunks. `check_clip=False` leaves /clip to a caller that checks its blocks as it copies them."""
+    chunks. `check_clip=False` leaves /clip to a caller that checks its blocks as it copies them. Token features,
+    the largest group by far, are checked clip by clip when a reader reads them, and here only if `check_tokens`."""
     problems = []
     ids = read_strings(f["ids"])
     if any(a >= b for a, b in itertools.pairwise(ids)):
@@ -191,6 +229,13 @@ def value_problems(f: h5py.File, check_clip: bool = True) -> list[str]:
         if problem:
             problems.append(problem)
             break
+    if check_tokens and "tokens" in f:
+        dtype = TokenInfo.read(f["tokens"].attrs).dtype
+        for row, vid in enumerate(ids):
+            problem = token_row_problem(from_stored_tokens(f["tokens"][row], dtype), vid)
+            if problem:
+                problems.append(problem)
+                break
     index = f["frame_indices"]
     for start in range(0, index.shape[0], CHUNK_ROWS):
         if (index[start:start + CHUNK_ROWS] < -1).any():
@@ -238,7 +283,7 @@ def unreadable(exc: Exception) -> str:
 
 
 def file_problems(path: str | Path, limits: Limits = Limits(), check_values: bool = True) -> list[str]:
-    """Every problem with an embedding file, one line each, prefixed with the path."""
+    """Every problem with an embedding file, one line each, prefixed with the path (token features included)."""
     path = Path(path)
     try:
         f = open_h5(path)
@@ -247,7 +292,7 @@ def file_problems(path: str | Path, limits: Limits = Limits(), check_values: boo
     try:
         problems = structure_problems(f, limits)
         if not problems and check_values:
-            problems = value_problems(f)
+            problems = value_problems(f, check_tokens=True)
     except READ_ERRORS as exc:
         problems = [unreadable(exc)]
     finally:

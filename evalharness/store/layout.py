@@ -24,7 +24,7 @@ PART_RE = re.compile(r"^part-(\d{6})\.h5$")
 TEXT_PART = "text.h5"
 STR = h5py.string_dtype("utf-8")
 ALLOWED_FILTERS = {h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32}
-ROOT_OBJECTS = {"ids", "clip", "frame_indices", "dense", "text", "failures"}
+ROOT_OBJECTS = {"ids", "clip", "frame_indices", "dense", "text", "failures", "tokens"}
 TEXT_OBJECTS = {"ids", "video_ids", "embeddings"}
 FAILURE_OBJECTS = {"ids", "errors"}
 CLIP_DTYPES = (np.float16, np.float32)
@@ -41,6 +41,8 @@ class Limits:
     frames: int = 100_000
     clip_elements: int = 20_000_000_000
     dense_elements: int = 2_000_000_000
+    token_clip_elements: int = 1 << 28  # one clip's tokens, all views: 512 MiB at 16 bits
+    token_elements: int = 10_000_000_000_000
 
 
 @dataclass(frozen=True)
@@ -125,16 +127,70 @@ class TextEmbeddings:
     embeddings: np.ndarray
 
 
+TOKEN_DTYPES = {"float16": np.float16, "bfloat16": np.uint16}  # bfloat16 is kept as its 16 bits (HDF5 has no bf16)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What a file's token features are: the (t, h, w) grid after pooling, the width, where in the model they were
+    taken (layer, before or after the final norm), the pooling, the patch (h, w) and tubelet sizes of the model's
+    grid before pooling (0 where they do not apply), and the stored type."""
+
+    grid: tuple[int, int, int]
+    dim: int
+    layer: int
+    norm: str
+    pool: tuple[int, int, int]
+    patch: tuple[int, int]
+    tubelet: int
+    dtype: str
+
+    @property
+    def length(self) -> int:
+        return self.grid[0] * self.grid[1] * self.grid[2]
+
+    def write(self, attrs: h5py.AttributeManager) -> None:
+        for key in ("grid", "pool", "patch"):
+            attrs[key] = np.array(getattr(self, key), dtype=np.int64)
+        for key in ("layer", "tubelet", "dim"):
+            attrs[key] = getattr(self, key)
+        attrs["norm"], attrs["dtype"] = self.norm, self.dtype
+
+    @classmethod
+    def read(cls, attrs: h5py.AttributeManager) -> TokenInfo:
+        """As stored; raises KeyError, TypeError or ValueError for missing or malformed attributes."""
+        triple = lambda key, n: tuple(int(x) for x in np.asarray(attrs[key]).reshape(n))
+        return cls(triple("grid", 3), int(attrs["dim"]), int(attrs["layer"]), str(attrs["norm"]), triple("pool", 3),
+                   triple("patch", 2), int(attrs["tubelet"]), str(attrs["dtype"]))
+
+
+def to_stored_tokens(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 tokens in the stored type: float16, or bfloat16 bits (rounded to nearest even) as uint16."""
+    if dtype == "float16":
+        return x.astype(np.float16)
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def from_stored_tokens(x: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored tokens back as float32."""
+    if dtype == "float16":
+        return x.astype(np.float32)
+    return (x.astype(np.uint32) << 16).view(np.float32)
+
+
 @dataclass
 class Chunk:
-    """Consecutive rows of a file: the clips embedded, their frame indices and dense maps (a mapping that may
-    read lazily, one video at a time), and the clips of the same ids that failed, with reasons."""
+    """Consecutive rows of a file: the clips embedded, their frame indices, dense maps and token features (mappings
+    that may read lazily, one video at a time; tokens as float32 (V, L, D)), and the clips of the same ids that
+    failed, with reasons."""
 
     ids: list[str]
     clip: np.ndarray
     frame_indices: np.ndarray
     dense: Mapping[str, DenseMaps] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    tokens: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 def part_path(parts_dir: Path, chunk: int) -> Path:
@@ -215,9 +271,21 @@ def read_text(f: h5py.File) -> TextEmbeddings:
                           np.asarray(group["embeddings"][()], dtype=np.float32))
 
 
+def token_view(ds: h5py.Dataset, ids: list[str], first_row: int, dtype: str) -> LazyMap:
+    """Rows of a `tokens` dataset we wrote, as float32 (V, L, D) per id, read one clip at a time."""
+    return LazyMap(ids, lambda vid: from_stored_tokens(ds[first_row + ids.index(vid)], dtype))
+
+
+def read_token_info(f: h5py.File) -> TokenInfo | None:
+    return TokenInfo.read(f["tokens"].attrs) if "tokens" in f else None
+
+
 def read_chunk(f: h5py.File) -> Chunk:
-    """A part file's rows as a chunk (its dense maps read lazily)."""
-    return Chunk(read_strings(f["ids"]), f["clip"][()], f["frame_indices"][()], dense_view(f["dense"]), read_failures(f))
+    """A part file's rows as a chunk (its dense maps and tokens read lazily)."""
+    ids = read_strings(f["ids"])
+    info = read_token_info(f)
+    tokens = token_view(f["tokens"], ids, 0, info.dtype) if info is not None else {}
+    return Chunk(ids, f["clip"][()], f["frame_indices"][()], dense_view(f["dense"]), read_failures(f), tokens)
 
 
 @dataclass(frozen=True)
@@ -230,6 +298,7 @@ class Shape:
     dtype: str
     temporal_views: int
     frames: int
+    tokens: TokenInfo | None = None
 
 
 def fill(f: h5py.File, header: Header, shape: Shape, chunks: Iterator[Chunk], text: TextEmbeddings | None = None,
@@ -243,6 +312,13 @@ def fill(f: h5py.File, header: Header, shape: Shape, chunks: Iterator[Chunk], te
     index = f.create_dataset("frame_indices", shape=(shape.rows, shape.temporal_views, shape.frames), dtype=np.int32,
                              fillvalue=-1)
     dense = f.create_group("dense")
+    tokens = None
+    if shape.tokens is not None:
+        info = shape.tokens
+        row_shape = (shape.views, info.length, info.dim)
+        tokens = f.create_dataset("tokens", shape=(shape.rows, *row_shape), dtype=TOKEN_DTYPES[info.dtype],
+                                  chunks=(1, *row_shape) if shape.rows else None)
+        info.write(tokens.attrs)
     ids: list[str] = []
     failures: list[tuple[str, str]] = []
     row = 0
@@ -255,6 +331,9 @@ def fill(f: h5py.File, header: Header, shape: Shape, chunks: Iterator[Chunk], te
             index[row:row + m, :, :chunk.frame_indices.shape[2]] = chunk.frame_indices
         for vid in chunk.dense:
             write_dense(dense, vid, chunk.dense[vid])
+        if tokens is not None:
+            for offset, vid in enumerate(chunk.ids):
+                tokens[row + offset] = to_stored_tokens(chunk.tokens[vid], shape.tokens.dtype)
         ids += chunk.ids
         failures += chunk.failures
         row += m

@@ -8,17 +8,19 @@ import numpy as np
 
 from ..checksum import sha256_files
 from ..errors import StoreError
-from .checks import READ_ERRORS, open_h5, structure_problems, unreadable, value_problems
+from .checks import READ_ERRORS, open_h5, structure_problems, token_row_problem, unreadable, value_problems
 from .layout import (
     DenseMaps,
     Header,
     LazyMap,
     Limits,
     TextEmbeddings,
+    from_stored_tokens,
     read_dense_geometry,
     read_failures,
     read_strings,
     read_text,
+    read_token_info,
 )
 
 
@@ -42,6 +44,7 @@ class EmbeddingFile:
                                  + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""))
             self.header = Header.read(self._f.attrs, str(self.path))
             self.ids = read_strings(self._f["ids"])
+            self.token_info = read_token_info(self._f)
         except READ_ERRORS as exc:
             self._f.close()
             raise StoreError(f"{self.path}: {unreadable(exc)}") from None
@@ -63,6 +66,17 @@ class EmbeddingFile:
     def value_problems(self, check_clip: bool = True) -> list[str]:
         """The value checks of an unchecked open (see `checks.value_problems`)."""
         return value_problems(self._f, check_clip)
+
+    def clip_tokens(self, clip: str | int) -> np.ndarray:
+        """One clip's token features (V, L, D) as float32, by id or row, checked finite as they are read."""
+        if self.token_info is None:
+            raise StoreError(f"{self.path}: holds no token features (extract with a card that asks for them)")
+        row = clip if isinstance(clip, int) else int(self.rows([clip])[0])
+        tokens = from_stored_tokens(self._f["tokens"][row], self.token_info.dtype)
+        problem = token_row_problem(tokens, self.ids[row])
+        if problem:
+            raise StoreError(f"{self.path}: {problem}")
+        return tokens
 
     @property
     def shape(self) -> tuple[int, int, int]:

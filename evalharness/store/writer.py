@@ -25,13 +25,16 @@ from .layout import (
     TEXT_PART,
     Chunk,
     Header,
+    LazyMap,
     Shape,
     TextEmbeddings,
+    TokenInfo,
     fill,
     part_path,
     read_chunk,
     read_failures,
     read_text,
+    read_token_info,
     write_text,
 )
 from .reader import EmbeddingFile
@@ -61,16 +64,17 @@ def atomic_h5(path: Path, write: Callable[[h5py.File], None]) -> Path:
     return path
 
 
-def _chunk_shape(chunk: Chunk, views: int, temporal_views: int, dtype: str) -> Shape:
+def _chunk_shape(chunk: Chunk, views: int, temporal_views: int, dtype: str, tokens: TokenInfo | None) -> Shape:
     k = chunk.frame_indices.shape[2] if len(chunk.ids) else 0
     dim = chunk.clip.shape[2] if len(chunk.ids) else 0
-    return Shape(len(chunk.ids), views, dim, dtype, temporal_views, k)
+    return Shape(len(chunk.ids), views, dim, dtype, temporal_views, k, tokens)
 
 
 def write_part(parts_dir: Path, header: Header, chunk_index: int, chunks_total: int, chunk_size: int, chunk: Chunk,
-               views: int, temporal_views: int, dtype: str) -> Path:
-    """Write one chunk as a complete, self-describing part file, atomically."""
-    shape = _chunk_shape(chunk, views, temporal_views, dtype)
+               views: int, temporal_views: int, dtype: str, tokens: TokenInfo | None = None) -> Path:
+    """Write one chunk as a complete, self-describing part file, atomically (`tokens` describes its token features,
+    if the card asks for them)."""
+    shape = _chunk_shape(chunk, views, temporal_views, dtype, tokens)
     attrs = {"complete": False, "chunk": chunk_index, "chunks_total": chunks_total, "chunk_size": chunk_size}
     return atomic_h5(part_path(parts_dir, chunk_index), lambda f: fill(f, header, shape, iter([chunk]), attrs=attrs))
 
@@ -104,7 +108,8 @@ def read_part(path: Path) -> Part:
             header = Header.read(f.attrs, str(path))
             clip, index = f["clip"], f["frame_indices"]
             size = f.attrs.get("chunk_size")
-            shape = Shape(clip.shape[0], clip.shape[1], clip.shape[2], str(clip.dtype), index.shape[1], index.shape[2])
+            shape = Shape(clip.shape[0], clip.shape[1], clip.shape[2], str(clip.dtype), index.shape[1], index.shape[2],
+                          read_token_info(f))
             return Part(path, header, int(f.attrs["chunk"]), int(f.attrs["chunks_total"]),
                         None if size is None else int(size), shape)
     except (OSError, KeyError, TypeError, ValueError, StoreError) as exc:
@@ -139,10 +144,10 @@ def parts_chunk_size(parts: dict[int, Part]) -> int | None:
     return sizes.pop() if sizes else None
 
 
-def check_parts(parts: dict[int, Part], header: Header) -> None:
-    """Every part must belong to this run: same identity (model, card, manifest, autocast)."""
+def check_parts(parts: dict[int, Part], header: Header, tokens: TokenInfo | None = None) -> None:
+    """Every part must belong to this run: same identity (model, card, manifest, autocast) and token features."""
     for part in parts.values():
-        diff = header.differences(part.header)
+        diff = header.differences(part.header) + (["token features"] if part.shape.tokens != tokens else [])
         if diff:
             raise OtherRunError(f"{part.path}: part of another run (differs in {', '.join(diff)}); delete "
                                 f"{part.path.parent} to start again")
@@ -159,7 +164,7 @@ def finalize(parts_dirs: list[Path], out: Path, require_all: bool = True) -> Pat
     first = parts[min(parts)]
     for part in parts.values():
         if (part.header.identity() != first.header.identity() or part.chunks_total != first.chunks_total
-                or part.chunk_size != first.chunk_size):
+                or part.chunk_size != first.chunk_size or part.shape.tokens != first.shape.tokens):
             raise OtherRunError(f"{part.path}: part does not belong with {first.path} (another model, card or chunking)")
     missing = sorted(set(range(first.chunks_total)) - set(parts))
     if missing and require_all:
@@ -220,7 +225,7 @@ def write_canonical(source: Path, out: Path) -> tuple[Header, int]:
             raise StoreError(f"{source}: {problems[0]}")
         n, views, dim = src.shape
         index = src.frame_indices(slice(0, 0))
-        shape = Shape(n, views, dim, src.clip_dtype, index.shape[1], index.shape[2])
+        shape = Shape(n, views, dim, src.clip_dtype, index.shape[1], index.shape[2], src.token_info)
         failures = [(vid, reason[:500]) for vid, reason in src.failures]
 
         def chunks() -> Iterator[Chunk]:
@@ -231,7 +236,8 @@ def write_canonical(source: Path, out: Path) -> tuple[Header, int]:
                 if problem:
                     raise StoreError(f"{source}: {problem}")
                 ids = src.ids[rows]
-                yield Chunk(ids, block.astype(src.clip_dtype), src.frame_indices(rows), src.dense_maps(ids))
+                tokens = LazyMap(ids, src.clip_tokens) if src.token_info is not None else {}
+                yield Chunk(ids, block.astype(src.clip_dtype), src.frame_indices(rows), src.dense_maps(ids), tokens=tokens)
             yield Chunk([], np.zeros((0, views, dim), np.float32), np.zeros((0, shape.temporal_views, 0), np.int32),
                         failures=failures)
 

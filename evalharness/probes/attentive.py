@@ -1,0 +1,375 @@
+"""Attentive probe: V-JEPA's cross-attention pooler trained on frozen token features, a grid of heads in one pass.
+
+Every head of the grid (learning rates x weight decays, as V-JEPA 2's `multihead_kwargs`)
+starts from the same seeded weights and sees the same batches in the same order: one read
+of the data trains them all. AdamW (no decay on biases and 1-d parameters), linear warm-up
+then cosine decay per step, as `facebookresearch/jepa`'s WarmupCosineSchedule. Heads train
+on train minus a stratified validation split; the head with the best validation top-1 after
+the last epoch (ties: the first in grid order) is evaluated once on test. Each seed in
+`seeds` runs all of this again (init and data order); the interval resamples test items
+and seeds together.
+
+Clips stream from the file through a DataLoader, one chunk (clip) per read, so memory is
+bounded by the batches in flight, not by the file. Under torchrun each rank takes its slice
+of every batch, gradients are summed across ranks, and evaluation splits the clips without
+padding, so every test clip is counted exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from ..distributed import join
+from ..errors import ProbeError
+from ..metrics import ranked_classes, seeded_accuracy_estimate
+from ..progress import bar
+from ..protocol import Task
+from ..store import EmbeddingFile
+from .base import ProbeOutcome, ProbeSpec
+from .common import ProbeInput, stratified_split
+from .pooler import AttentiveClassifier
+
+VIEWS = ("joint", "segments", "average")
+
+
+def _int(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _numbers(value: object, name: str, allow_zero: bool = False) -> None:
+    ok = isinstance(value, tuple) and value and all(
+        _positive(v) or (allow_zero and v == 0 and not isinstance(v, bool)) for v in value)
+    if not ok or len(set(value)) != len(value):
+        raise ValueError(f"{name} must be a non-empty list of distinct {'non-negative' if allow_zero else 'positive'} "
+                         f"numbers, got {list(value) if isinstance(value, tuple) else value!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The pooler (depth, heads, MLP ratio, output projection of the cross-attention, queries), how views meet
+    (`joint`: one sequence of every view's tokens; `segments`: one sequence of the temporal views of each spatial
+    view, probabilities averaged over spatial views, V-JEPA's attend_across_segments; `average`: each view
+    classified, probabilities averaged), the schedule, the head grid (lrs x weight_decays), the validation split and
+    the seeds."""
+
+    depth: int = 1
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    cross_proj: bool = True
+    queries: int = 1
+    views: str = "joint"
+    epochs: int = 20
+    batch_size: int = 256
+    lrs: tuple = (0.001,)
+    weight_decays: tuple = (0.01,)
+    warmup_epochs: float = 0.0
+    final_lr_fraction: float = 0.0
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    seeds: tuple = (0,)
+
+    @staticmethod
+    def normalise(raw: dict) -> dict:
+        for key in ("lrs", "weight_decays", "seeds"):
+            if isinstance(raw.get(key), list):
+                raw[key] = tuple(raw[key])
+        return raw
+
+    def __post_init__(self) -> None:
+        for name, low in (("depth", 1), ("num_heads", 1), ("queries", 1), ("epochs", 1), ("batch_size", 1),
+                          ("split_seed", 0)):
+            if not _int(getattr(self, name), low):
+                raise ValueError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
+        if not _positive(self.mlp_ratio) or not isinstance(self.cross_proj, bool):
+            raise ValueError("mlp_ratio must be positive and cross_proj true or false")
+        if self.views not in VIEWS:
+            raise ValueError(f"views must be one of {', '.join(VIEWS)}, got {self.views!r}")
+        _numbers(self.lrs, "lrs")
+        _numbers(self.weight_decays, "weight_decays", allow_zero=True)
+        seeds = self.seeds
+        if not isinstance(seeds, tuple) or not seeds or not all(_int(s, 0) for s in seeds) or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct non-negative integers, got {seeds!r}")
+        if not (_positive(self.warmup_epochs) or self.warmup_epochs == 0) or self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs!r}")
+        if not isinstance(self.final_lr_fraction, (int, float)) or not 0 <= self.final_lr_fraction <= 1:
+            raise ValueError(f"final_lr_fraction must be in [0, 1], got {self.final_lr_fraction!r}")
+        if not isinstance(self.val_fraction, float) or not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+
+    def grid(self) -> list[tuple[float, float]]:
+        """The heads trained together: every (learning rate, weight decay) pair, learning rate major."""
+        return [(float(lr), float(wd)) for lr in self.lrs for wd in self.weight_decays]
+
+
+class TokenClips(Dataset):
+    """Clips of an embedding file by row, read one chunk at a time as (tokens (V, L, D) in their 16-bit type, label,
+    position); a worker process opens its own handle."""
+
+    def __init__(self, file: EmbeddingFile, rows: np.ndarray, labels: np.ndarray):
+        self.path, self.rows, self.labels = Path(file.path), rows, labels
+        self.dtype = torch.bfloat16 if file.token_info.dtype == "bfloat16" else torch.float16
+        self._file, self._pid = file, os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file": None, "_pid": None}
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        if self._pid != os.getpid() or self._file is None:
+            self._file, self._pid = EmbeddingFile(self.path, check_values=False), os.getpid()
+        tokens = torch.from_numpy(self._file.clip_tokens(int(self.rows[i]))).to(self.dtype)
+        return tokens, int(self.labels[i]), i
+
+
+class EpochBatches:
+    """This rank's share of each batch of an epoch: a seeded permutation of the positions cut into global batches
+    (nothing dropped or repeated; a last batch too small to give every rank a clip joins the one before), each split
+    across ranks by stride."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if n < world or batch_size < world:
+            raise ProbeError(f"{world} processes need at least {world} clips and a batch_size of at least {world}")
+        self.seed, self.rank, self.world = seed, rank, world
+        self.starts = list(range(0, n, batch_size)) + [n]
+        if len(self.starts) > 2 and self.starts[-1] - self.starts[-2] < world:
+            del self.starts[-2]
+        self.n, self.epoch = n, 0
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        for start, stop in zip(self.starts, self.starts[1:], strict=False):
+            yield order[start:stop][self.rank::self.world].tolist()
+
+
+def _loader(data: TokenClips, batches, workers: int, device: torch.device) -> DataLoader:
+    return DataLoader(data, batch_sampler=batches, num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None)
+
+
+def _sequences(tokens: torch.Tensor, views: str, spatial: int) -> torch.Tensor:
+    """(B, V, L, D), views temporal-major -> the pooler's input, clip by clip: (B, V * L, D) joint, (B * S, T * L, D)
+    by segments, (B * V, L, D) averaged."""
+    b, v, length, d = tokens.shape
+    if views == "joint":
+        return tokens.reshape(b, v * length, d)
+    if views == "segments":
+        return tokens.reshape(b, v // spatial, spatial, length, d).transpose(1, 2).reshape(b * spatial, -1, d)
+    return tokens.reshape(b * v, length, d)
+
+
+def _probabilities(head: torch.nn.Module, tokens: torch.Tensor, views: str, spatial: int) -> torch.Tensor:
+    logits = head(_sequences(tokens, views, spatial)).float()
+    return torch.softmax(logits, dim=1).reshape(len(tokens), -1, logits.shape[1]).mean(1)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _optimizer(head: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    decay = [p for name, p in head.named_parameters() if "bias" not in name and p.ndim != 1]
+    rest = [p for name, p in head.named_parameters() if "bias" in name or p.ndim == 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                             lr=lr)
+
+
+def learning_rate(step: int, total: int, warmup: int, lr: float, final_fraction: float) -> float:
+    """Linear warm-up from 0 over `warmup` steps, then cosine decay to lr * final_fraction at `total`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    final = lr * final_fraction
+    return final + (lr - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _summed(x: torch.Tensor, device: torch.device, world: int) -> torch.Tensor:
+    """x summed over all ranks (on the device, where NCCL needs it), back where it was."""
+    if world == 1:
+        return x
+    import torch.distributed as dist
+
+    total = x.to(device)
+    dist.all_reduce(total)
+    return total.to(x.device)
+
+
+def _reduce_grads(head: torch.nn.Module, world: int) -> None:
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in head.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+
+
+def predict(heads: list[torch.nn.Module], loader: DataLoader, n: int, classes: int, views: str, spatial: int,
+            device: torch.device, world: int) -> np.ndarray:
+    """Class probabilities (heads, n, K) of every clip of the loader's dataset, gathered across ranks; each clip must
+    be seen exactly once."""
+    out = torch.zeros(len(heads), n, classes, dtype=torch.float64)
+    seen = torch.zeros(n, dtype=torch.int64)
+    for head in heads:
+        head.eval()
+    with torch.no_grad(), _autocast(device):
+        for tokens, _, where in loader:
+            tokens = tokens.to(device, torch.float32, non_blocking=True)
+            for h, head in enumerate(heads):
+                out[h, where] = _probabilities(head, tokens, views, spatial).double().cpu()
+            seen[where] += 1
+    out, seen = _summed(out, device, world), _summed(seen, device, world)
+    if not torch.equal(seen, torch.ones_like(seen)):
+        raise ProbeError(f"evaluation saw {int((seen > 0).sum())} of {n} clips ({int((seen > 1).sum())} more than once)")
+    return out.numpy()
+
+
+def _split_loader(data: TokenClips, batch_size: int, workers: int, device: torch.device, rank: int,
+                  world: int) -> DataLoader:
+    """Every clip once, in order, this rank's by stride: no padding, no repeated clip."""
+    mine = list(range(rank, len(data), world))
+    return _loader(data, [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)], workers, device)
+
+
+@dataclass
+class Trained:
+    """One seed's grid after training: the heads, each head's validation top-1 per epoch and mean training loss."""
+
+    heads: list[torch.nn.Module]
+    val_top1: list[list[float]]
+    train_loss: list[list[float]]
+
+    @property
+    def chosen(self) -> int:
+        """The head with the best validation top-1 after the last epoch; ties go to the first in grid order."""
+        finals = [curve[-1] for curve in self.val_top1]
+        return finals.index(max(finals))
+
+
+def train_grid(fit: TokenClips, val: TokenClips, dim: int, classes: int, config: Config, seed: int,
+               grid: list[tuple[float, float]], device: torch.device, workers: int = 0, rank: int = 0,
+               world: int = 1, progress=None, spatial: int = 1) -> Trained:
+    """Train one head per (lr, weight decay) of `grid` from the same seeded weights on the same batches."""
+    heads = []
+    for _ in grid:
+        torch.manual_seed(seed)
+        heads.append(AttentiveClassifier(dim, classes, config.num_heads, config.depth, config.mlp_ratio,
+                                         config.cross_proj, config.queries).to(device))
+    optimizers = [_optimizer(head, lr, wd) for head, (lr, wd) in zip(heads, grid, strict=False)]
+    batches = EpochBatches(len(fit), config.batch_size, seed, rank, world)
+    loader = _loader(fit, batches, workers, device)
+    val_loader = _split_loader(val, config.batch_size, workers, device, rank, world)
+    total, warmup = config.epochs * len(batches), round(config.warmup_epochs * len(batches))
+    val_y = val.labels
+    val_top1, train_loss = [[] for _ in grid], [[] for _ in grid]
+    step = 0
+    for epoch in range(config.epochs):
+        batches.epoch = epoch
+        losses = np.zeros(len(grid))
+        for head in heads:
+            head.train()
+        for tokens, labels, where in loader:
+            count = int(_summed(torch.tensor(len(where)), device, world))
+            tokens = tokens.to(device, torch.float32, non_blocking=True)
+            per_clip = {"joint": 1, "segments": spatial, "average": tokens.shape[1]}[config.views]
+            labels = labels.to(device).repeat_interleave(per_clip)
+            for h, (head, optimizer, (lr, _)) in enumerate(zip(heads, optimizers, grid, strict=False)):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, total, warmup, lr, config.final_lr_fraction)
+                optimizer.zero_grad(set_to_none=True)
+                with _autocast(device):
+                    logits = head(_sequences(tokens, config.views, spatial)).float()
+                loss = F.cross_entropy(logits, labels, reduction="sum") / (count * per_clip)
+                loss.backward()
+                losses[h] += float(loss.detach()) * count
+                _reduce_grads(head, world)
+                optimizer.step()
+            step += 1
+            if progress is not None:
+                progress.update(1)
+        losses = _summed(torch.from_numpy(losses), device, world).numpy()
+        probs = predict(heads, val_loader, len(val), classes, config.views, spatial, device, world)
+        for h in range(len(grid)):
+            val_top1[h].append(float((probs[h].argmax(1) == val_y).mean()))
+            train_loss[h].append(float(losses[h] / len(fit)))
+    return Trained(heads, val_top1, train_loss)
+
+
+def run(data: ProbeInput, config: Config, device: str = "cpu", workers: int = 0, quiet: bool = False) -> ProbeOutcome:
+    """Train the grid per seed on train minus validation, choose a head on validation, score it once on test."""
+    info = data.file.token_info
+    if info is None:
+        raise ProbeError(f"{data.path}: holds no token features; the attentive probe needs a file extracted under a "
+                         "card whose features block asks for tokens")
+    if info.dim % config.num_heads:
+        raise ProbeError(f"{data.path}: token width {info.dim} is not divisible by the card's num_heads "
+                         f"{config.num_heads}")
+    if device.startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    rank, world = join(device)
+    dev = torch.device(device)
+    train_items, test_items = data.items("train"), data.items("test")
+    train_y, test_y = data.manifest.label_indices(train_items), data.manifest.label_indices(test_items)
+    fit_idx, val_idx = stratified_split(train_y, config.val_fraction, config.split_seed)
+    if len(val_idx) == 0:
+        raise ProbeError(f"{data.path}: no class has two train videos, so no validation split can be held out")
+    train_rows = data.file.rows([item.id for item in train_items])
+    test_rows = data.file.rows([item.id for item in test_items])
+    fit = TokenClips(data.file, train_rows[fit_idx], train_y[fit_idx])
+    val = TokenClips(data.file, train_rows[val_idx], train_y[val_idx])
+    test = TokenClips(data.file, test_rows, test_y)
+    classes, grid, spatial = len(data.manifest.classes), config.grid(), data.protocol.views.spatial
+    if config.views == "segments" and data.file.shape[1] != data.protocol.views.total:
+        raise ProbeError(f"{data.path}: holds {data.file.shape[1]} views per clip, not the card's "
+                         f"{data.protocol.views.temporal} x {spatial}, so its segments cannot be told apart")
+    steps = len(config.seeds) * config.epochs * len(EpochBatches(len(fit), config.batch_size, 0))
+    correct, predicted, per_seed = [], [], []
+    with bar(steps, "attentive", "batch", quiet=quiet or rank != 0) as progress:
+        for seed in config.seeds:
+            trained = train_grid(fit, val, info.dim, classes, config, seed, grid, dev, workers, rank, world, progress,
+                                 spatial)
+            best = trained.chosen
+            probs = predict([trained.heads[best]], _split_loader(test, config.batch_size, workers, dev, rank, world),
+                            len(test), classes, config.views, spatial, dev, world)[0]
+            ranked = ranked_classes(probs, min(5, classes))
+            correct.append(ranked[:, :5] == test_y[:, None])
+            predicted.append(ranked[:, 0])
+            lr, wd = grid[best]
+            per_seed.append({"seed": seed, "chosen_head": best, "lr": lr, "weight_decay": wd,
+                             "val_top1": trained.val_top1[best][-1], "test_top1": float(correct[-1][:, 0].mean()),
+                             "val_top1_curve": trained.val_top1, "train_loss_curve": trained.train_loss})
+    hits = np.stack(correct)
+    top1 = hits[:, :, 0]
+    metrics = {"top1": seeded_accuracy_estimate(top1), "top5": seeded_accuracy_estimate(hits.any(axis=2)),
+               "mean_class": seeded_accuracy_estimate(top1, test_y, per_class=True)}
+    seed_scores = [s["test_top1"] for s in per_seed]
+    names = data.manifest.classes
+    return ProbeOutcome("top1", metrics,
+                        {"heads": [{"lr": lr, "weight_decay": wd} for lr, wd in grid], "seeds": per_seed,
+                         "seed_top1_mean": float(np.mean(seed_scores)), "seed_top1_std": float(np.std(seed_scores)),
+                         "fit_videos": len(fit), "val_videos": len(val), "test_clips": len(test),
+                         "token_grid": list(info.grid), "token_dim": info.dim, "world_size": world},
+                        {"ids": [item.id for item in test_items], "label": [names[c] for c in test_y],
+                         "predicted": [[names[c] for c in row] for row in np.stack(predicted, axis=1)],
+                         "value": top1.mean(axis=0).tolist()})
+
+
+SPEC = ProbeSpec("attentive", frozenset({Task.CLASSIFICATION}), Config, run, frozenset({"workers", "quiet"}))

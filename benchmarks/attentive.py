@@ -71,7 +71,9 @@ def write_tokens(path: Path, clips: int, grid: tuple[int, int, int], dim: int) -
 def _run(kind: str, path: str, clips: int, heads: int, device: str, workers: int, epochs: int, dim: int, queue) -> None:
     import torch
 
-    from evalharness.probes.attentive import Config, TokenClips, _loader, _split_loader, train_grid
+    from evalharness.probes.attentive import Config, Place, TokenClips, _loader, _split_loader, train_grid
+
+    mp.set_start_method("fork", force=True)  # reader workers as the CLI starts them (this process itself was spawned)
     from evalharness.store import EmbeddingFile
 
     dev = torch.device(device)
@@ -89,15 +91,15 @@ def _run(kind: str, path: str, clips: int, heads: int, device: str, workers: int
             for _ in _split_loader(fit, 16, workers, dev, 0, 1):
                 pass
         elif kind == "grid":
-            train_grid(fit, val, dim, CLASSES, config, 0, config.grid(), dev, workers)
+            train_grid(fit, val, dim, CLASSES, config, 0, config.grid(), Place(dev, workers))
         elif kind == "one-at-a-time":
             for pair in config.grid():
-                train_grid(fit, val, dim, CLASSES, config, 0, [pair], dev, workers)
+                train_grid(fit, val, dim, CLASSES, config, 0, [pair], Place(dev, workers))
         elif kind == "in-memory":
             cached = [batch for batch in _loader(fit, [list(range(i, min(i + 16, clips))) for i in range(0, clips, 16)],
                                                  workers, dev)]
             started = time.perf_counter()
-            train_grid(_Held(cached), _Held(cached[:1]), dim, CLASSES, config, 0, config.grid(), dev, 0)
+            train_grid(_Held(cached), _Held(cached[:1]), dim, CLASSES, config, 0, config.grid(), Place(dev, 0))
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started

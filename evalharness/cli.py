@@ -237,8 +237,11 @@ def validate(file: Path, card: str | None, data: Path | None) -> None:
               help="labelprop: write predicted masks as DIR/<seq>/<frame>.png (DAVIS results layout).")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0),
               help="attentive: processes reading token clips from the file (0: read in this process).")
+@click.option("--micro-batch", default=0, show_default=True, type=click.IntRange(0),
+              help="attentive: clips per forward pass when a batch does not fit in memory (gradients are "
+                   "accumulated, the recipe is unchanged; 0: the whole batch).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, workers, quiet):
+def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, workers, micro_batch, quiet):
     """Score an embedding file with PROBE (knn, linear, retrieval, labelprop, attentive, or all the card lists).
 
     Under torchrun (`torchrun --nproc_per_node N -m evalharness probe attentive ...`) every process trains on its
@@ -257,7 +260,8 @@ def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, 
                    f"{100 * head['value']:.2f} [{100 * head['ci_low']:.2f}, {100 * head['ci_high']:.2f}] -> {path}")
 
     protocol = load_protocol(card)
-    options = {"workers": workers, "quiet": quiet, **({"save_masks": save_masks} if save_masks is not None else {})}
+    options = {"workers": workers, "quiet": quiet, "micro_batch": micro_batch,
+               **({"save_masks": save_masks} if save_masks is not None else {})}
     try:
         score(file, protocol, probes_for(protocol, probe), data_root=data, device=device_for_rank(device),
               allow_mismatch=allow_mismatch,

@@ -24,8 +24,11 @@ def join(device: str) -> tuple[int, int]:
     (rank, world size)."""
     rank, world = rank_and_world()
     if world > 1:
+        import torch
         import torch.distributed as dist
 
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))  # this rank's GPU, before NCCL opens a context on GPU 0
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return rank, world

@@ -16,6 +16,7 @@ from scipy.special import erf
 
 from evalharness.probes.attentive import Config, TokenClips, learning_rate, train_grid
 from evalharness.probes.pooler import AttentiveClassifier
+from evalharness.results import compare_records
 from evalharness.store import EmbeddingFile
 
 from helpers import build_file, probe
@@ -112,12 +113,13 @@ def test_views_meet_as_the_card_says():
     assert segments[1, :, 0].tolist() == [3, 4, 5, 12, 13, 14]  # clip 0, spatial view 1: views 1 and 4
 
 
-def test_learning_rate_warms_up_then_follows_a_cosine():
+def test_learning_rate_warms_up_then_follows_jepas_cosine():
+    # jepa's WarmupCosineSchedule steps before each iteration: iteration i runs at schedule step i + 1
     assert learning_rate(0, 100, 10, 1.0, 0.0) == pytest.approx(0.1)
     assert learning_rate(9, 100, 10, 1.0, 0.0) == pytest.approx(1.0)
-    assert learning_rate(10, 100, 10, 1.0, 0.0) == pytest.approx(1.0)
-    assert learning_rate(55, 100, 10, 1.0, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
-    assert learning_rate(100, 100, 0, 2.0, 0.0) == pytest.approx(0.0)
+    assert learning_rate(10, 100, 10, 1.0, 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 90)))
+    assert learning_rate(54, 100, 10, 1.0, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert learning_rate(99, 100, 0, 2.0, 0.0) == pytest.approx(0.0)  # the last iteration reaches the final value
 
 
 def test_the_config_refuses_what_cannot_run():
@@ -194,6 +196,10 @@ def test_attentive_learns_order_only_classes_that_a_linear_probe_on_the_mean_can
     assert chosen["seed_top1_std"] == pytest.approx(np.std(seeds))
     top1 = attentive["metrics"]["top1"]
     assert top1["ci_low"] <= top1["value"] <= top1["ci_high"]
+    # compare pairs its per-item values (the share of seeds right on each clip); McNemar needs 0/1 values
+    paired = compare_records(attentive, {**attentive, "model": "other"})
+    assert paired["difference"].value == 0
+    assert ("mcnemar" in paired) == (set(predictions["value"]) <= {0.0, 1.0})
 
 
 def _grid_run(path, config, grid):
@@ -201,7 +207,7 @@ def _grid_run(path, config, grid):
         rows = np.arange(len(f.ids))
         labels = np.array([0 if i % 2 else 1 for i in range(len(rows))])
         fit, val = TokenClips(f, rows[:100], labels[:100]), TokenClips(f, rows[100:130], labels[100:130])
-        trained = train_grid(fit, val, DIM, 2, config, 3, grid, torch.device("cpu"))
+        trained = train_grid(fit, val, DIM, 2, config, 3, grid)
     return trained
 
 
@@ -257,3 +263,8 @@ def test_torchrun_two_processes_score_every_test_clip_once(order_file, tmp_path)
     assert record["chosen"]["world_size"] == 2 and record["metrics"]["top1"]["n"] == 61
     assert sorted(record["predictions"]["ids"]) == sorted(set(record["predictions"]["ids"]))
     assert record["metrics"]["top1"]["value"] > 0.9
+    # the same global batches, split across two processes: the same training up to float summation order
+    alone = probe("attentive", path, _protocol, root)
+    for two, one in zip(record["chosen"]["seeds"], alone["chosen"]["seeds"], strict=True):
+        for curve_two, curve_one in zip(two["train_loss_curve"], one["train_loss_curve"], strict=True):
+            assert curve_two[:2] == pytest.approx(curve_one[:2], rel=1e-4)

@@ -323,11 +323,13 @@ def test_hf_tokens_are_the_patch_tokens_of_the_chosen_block(hf_models, kind):
     tubelet = 1 if kind == "timesformer" else 2
     grid = (FRAMES // tubelet, SIZE // 8, SIZE // 8)
     assert tokens.shape == (2, *grid, 32) and model.token_patch == (8, 8) and model.token_tubelet == tubelet
+    # the models' own sequence orders: (t, h, w), TimeSformer's (h, w, t)
+    flat = (lambda x: x.permute(0, 2, 3, 1, 4).reshape(2, -1, 32)) if kind == "timesformer" else (lambda x: x.reshape(2, -1, 32))
     last = reference.last_hidden_state  # after the final norm; the class token first where there is one
-    assert torch.allclose(tokens.reshape(2, -1, 32), last[:, last.shape[1] - tokens[0, ..., 0].numel():], atol=1e-6)
+    assert torch.allclose(flat(tokens), last[:, last.shape[1] - tokens[0, ..., 0].numel():], atol=1e-6)
     assert torch.allclose(vectors, model.embed(clips), atol=1e-6)
     hidden = reference.hidden_states[1]
-    assert torch.allclose(first.reshape(2, -1, 32), hidden[:, hidden.shape[1] - first[0, ..., 0].numel():], atol=1e-6)
+    assert torch.allclose(flat(first), hidden[:, hidden.shape[1] - first[0, ..., 0].numel():], atol=1e-6)
 
 
 def test_timm_and_torchvision_tokens_are_the_maps_before_pooling(weight_files):

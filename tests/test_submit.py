@@ -178,6 +178,11 @@ def test_hostile_token_files_are_refused_before_any_value_is_read(tmp_path, synt
         "width that lies": (lambda f: f["tokens"].attrs.__setitem__("dim", dim + 1), "tokens"),
         "not one clip per chunk": (lambda f: retoken(f, (n, v, length, dim), (2, v, length, dim)), "chunk"),
         "nan token": (lambda f: f["tokens"].__setitem__((3, 0, 5, 1), np.nan), "finite"),
+        "clips never written (they would read as zeros)": (
+            lambda f: retoken(f, (n, v, length, dim), (1, v, length, dim)), "written"),
+        "tiny chunks": (lambda f: retoken(f, (n, v, length, dim), (1, 1, 1, 1)), "chunk"),
+        "fractional grid": (lambda f: f["tokens"].attrs.__setitem__("grid", np.array([8.0, 4.0, 4.0])), "integer"),
+        "another layer than the card's": (lambda f: f["tokens"].attrs.__setitem__("layer", 3), "layer 3"),
     }
     before = snapshot(board)
     for name, (mutate, needle) in cases.items():

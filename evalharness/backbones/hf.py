@@ -158,7 +158,10 @@ class HFModel(ModuleBackbone):
             x = final(x)
         b, t = clips.shape[:2]
         grid = (t // self.token_tubelet, clips.shape[-2] // self.token_patch[0], clips.shape[-1] // self.token_patch[1])
-        return self._pool(output), x[:, x.shape[1] - grid[0] * grid[1] * grid[2]:].reshape(b, *grid, x.shape[-1])
+        patches = x[:, x.shape[1] - grid[0] * grid[1] * grid[2]:]
+        if self.kind == "timesformer":  # its sequence is space-major: (h, w, t)
+            return self._pool(output), patches.reshape(b, *grid[1:], grid[0], -1).permute(0, 3, 1, 2, 4)
+        return self._pool(output), patches.reshape(b, *grid, x.shape[-1])
 
     @property
     def has_text(self) -> bool:

@@ -17,11 +17,13 @@ padding, so every test clip is counted exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..distributed import join
-from ..errors import ProbeError
+from ..errors import ProbeError, StoreError
 from ..metrics import ranked_classes, seeded_accuracy_estimate
 from ..progress import bar
 from ..protocol import Task
@@ -39,6 +41,7 @@ from .common import ProbeInput, stratified_split
 from .pooler import AttentiveClassifier
 
 VIEWS = ("joint", "segments", "average")
+DECAYS = ("matrices", "all")
 
 
 def _int(value: object, low: int) -> bool:
@@ -62,8 +65,12 @@ class Config:
     """The pooler (depth, heads, MLP ratio, output projection of the cross-attention, queries), how views meet
     (`joint`: one sequence of every view's tokens; `segments`: one sequence of the temporal views of each spatial
     view, probabilities averaged over spatial views, V-JEPA's attend_across_segments; `average`: each view
-    classified, probabilities averaged), the schedule, the head grid (lrs x weight_decays), the validation split and
-    the seeds."""
+    classified, probabilities averaged), the schedule (cosine to `final_lr_fraction`; weight decay by cosine to
+    `final_wd_fraction` of its value, as V-JEPA's CosineWDSchedule), which parameters decay (`matrices`: not biases
+    and 1-d ones, V-JEPA; `all`: V-JEPA 2's single group), gradient clipping by norm (0: none; V-JEPA clips at 1),
+    the head grid (lrs x weight_decays), the validation split and the seeds. `depth` > 1 puts self-attention
+    blocks before the cross-attention (V-JEPA 2); `queries` > 1 (averaged) and `cross_proj` with `depth` > 1 are
+    combinations neither reference runs."""
 
     depth: int = 1
     num_heads: int = 16
@@ -77,6 +84,9 @@ class Config:
     weight_decays: tuple = (0.01,)
     warmup_epochs: float = 0.0
     final_lr_fraction: float = 0.0
+    final_wd_fraction: float = 1.0
+    decay: str = "matrices"
+    clip_grad: float = 0.0
     val_fraction: float = 0.1
     split_seed: int = 0
     seeds: tuple = (0,)
@@ -104,8 +114,14 @@ class Config:
             raise ValueError(f"seeds must be a non-empty list of distinct non-negative integers, got {seeds!r}")
         if not (_positive(self.warmup_epochs) or self.warmup_epochs == 0) or self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs!r}")
-        if not isinstance(self.final_lr_fraction, (int, float)) or not 0 <= self.final_lr_fraction <= 1:
-            raise ValueError(f"final_lr_fraction must be in [0, 1], got {self.final_lr_fraction!r}")
+        for name in ("final_lr_fraction", "final_wd_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if self.decay not in DECAYS:
+            raise ValueError(f"decay must be one of {', '.join(DECAYS)}, got {self.decay!r}")
+        if not (_positive(self.clip_grad) or self.clip_grad == 0) or isinstance(self.clip_grad, bool):
+            raise ValueError(f"clip_grad must be 0 (none) or a positive norm, got {self.clip_grad!r}")
         if not isinstance(self.val_fraction, float) or not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
 
@@ -138,20 +154,24 @@ class TokenClips(Dataset):
 
 class EpochBatches:
     """This rank's share of each batch of an epoch: a seeded permutation of the positions cut into global batches
-    (nothing dropped or repeated; a last batch too small to give every rank a clip joins the one before), each split
-    across ranks by stride."""
+    (nothing dropped or repeated; a last batch under half the batch size joins the one before, whatever the number of
+    processes, so one process and several cut the same batches), each split across ranks by stride."""
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        if n < world or batch_size < world:
-            raise ProbeError(f"{world} processes need at least {world} clips and a batch_size of at least {world}")
+        if n < world or max(1, batch_size // 2) < world:
+            raise ProbeError(f"{world} processes need at least {world} clips and a batch_size of at least {2 * world}")
         self.seed, self.rank, self.world = seed, rank, world
         self.starts = list(range(0, n, batch_size)) + [n]
-        if len(self.starts) > 2 and self.starts[-1] - self.starts[-2] < world:
+        if len(self.starts) > 2 and self.starts[-1] - self.starts[-2] < max(1, batch_size // 2):
             del self.starts[-2]
         self.n, self.epoch = n, 0
 
     def __len__(self) -> int:
         return len(self.starts) - 1
+
+    def sizes(self) -> list[int]:
+        """The global size of each batch (the same on every rank)."""
+        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
 
     def __iter__(self) -> Iterator[list[int]]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
@@ -180,22 +200,31 @@ def _probabilities(head: torch.nn.Module, tokens: torch.Tensor, views: str, spat
     return torch.softmax(logits, dim=1).reshape(len(tokens), -1, logits.shape[1]).mean(1)
 
 
+def _on(tokens: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Tokens on the device: in their 16-bit type on a GPU (autocast takes them from there), float32 on a CPU."""
+    return tokens.to(device, non_blocking=True) if device.type == "cuda" else tokens.to(device, torch.float32)
+
+
 def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def _optimizer(head: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    decay = [p for name, p in head.named_parameters() if "bias" not in name and p.ndim != 1]
-    rest = [p for name, p in head.named_parameters() if "bias" in name or p.ndim == 1]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
+def _optimizer(head: torch.nn.Module, lr: float, weight_decay: float, decay: str) -> torch.optim.AdamW:
+    """AdamW with the decayed parameters in group 0 (all of them, or not the biases and 1-d ones) and the rest in 1."""
+    named = list(head.named_parameters())
+    exempt = [] if decay == "all" else [p for name, p in named if "bias" in name or p.ndim == 1]
+    decayed = [p for _, p in named if all(p is not q for q in exempt)]
+    return torch.optim.AdamW([{"params": decayed, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}],
                              lr=lr)
 
 
 def learning_rate(step: int, total: int, warmup: int, lr: float, final_fraction: float) -> float:
-    """Linear warm-up from 0 over `warmup` steps, then cosine decay to lr * final_fraction at `total`."""
+    """The value at 0-based `step` of jepa's WarmupCosineSchedule (which steps before each iteration, so the first
+    iteration already sits one step in): linear warm-up from 0 over `warmup` steps, then cosine decay to
+    lr * final_fraction at `total`."""
     if step < warmup:
         return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    progress = (step + 1 - warmup) / max(1, total - warmup)
     final = lr * final_fraction
     return final + (lr - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -212,14 +241,19 @@ def _summed(x: torch.Tensor, device: torch.device, world: int) -> torch.Tensor:
 
 
 def _reduce_grads(head: torch.nn.Module, world: int) -> None:
+    """Sum a head's gradients over ranks in one collective."""
     if world == 1:
         return
     import torch.distributed as dist
 
-    for p in head.parameters():
+    params = list(head.parameters())
+    for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    for p, part in zip(params, flat.split([p.numel() for p in params]), strict=True):
+        p.grad.copy_(part.view_as(p))
 
 
 def predict(heads: list[torch.nn.Module], loader: DataLoader, n: int, classes: int, views: str, spatial: int,
@@ -232,21 +266,24 @@ def predict(heads: list[torch.nn.Module], loader: DataLoader, n: int, classes: i
         head.eval()
     with torch.no_grad(), _autocast(device):
         for tokens, _, where in loader:
-            tokens = tokens.to(device, torch.float32, non_blocking=True)
+            tokens = _on(tokens, device)
             for h, head in enumerate(heads):
                 out[h, where] = _probabilities(head, tokens, views, spatial).double().cpu()
-            seen[where] += 1
+            seen.index_add_(0, where, torch.ones_like(where))
     out, seen = _summed(out, device, world), _summed(seen, device, world)
     if not torch.equal(seen, torch.ones_like(seen)):
         raise ProbeError(f"evaluation saw {int((seen > 0).sum())} of {n} clips ({int((seen > 1).sum())} more than once)")
+    if not torch.isfinite(out).all():
+        raise ProbeError("the probe's predictions are not finite (training diverged)")
     return out.numpy()
 
 
 def _split_loader(data: TokenClips, batch_size: int, workers: int, device: torch.device, rank: int,
                   world: int) -> DataLoader:
-    """Every clip once, in order, this rank's by stride: no padding, no repeated clip."""
-    mine = list(range(rank, len(data), world))
-    return _loader(data, [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)], workers, device)
+    """Every clip once, in order, this rank's by stride (batches of this rank's share of `batch_size`): no padding, no
+    repeated clip."""
+    mine, size = list(range(rank, len(data), world)), max(1, -(-batch_size // world))
+    return _loader(data, [mine[i:i + size] for i in range(0, len(mine), size)], workers, device)
 
 
 @dataclass
@@ -264,56 +301,101 @@ class Trained:
         return finals.index(max(finals))
 
 
+@dataclass
+class Place:
+    """Where and how a probe runs (nothing here changes the recipe): the device, reader processes, this process's
+    rank among `world`, the card's spatial views, the clips per forward pass (0: the whole share of a batch), and a
+    progress bar."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    workers: int = 0
+    rank: int = 0
+    world: int = 1
+    spatial: int = 1
+    micro_batch: int = 0
+    progress: Any = None
+
+
+def _weight_decay(step: int, total: int, wd: float, final_fraction: float) -> float:
+    """jepa's CosineWDSchedule: cosine from wd to wd * final_fraction over the run."""
+    final = wd * final_fraction
+    return final + (wd - final) * 0.5 * (1.0 + math.cos(math.pi * (step + 1) / max(1, total)))
+
+
 def train_grid(fit: TokenClips, val: TokenClips, dim: int, classes: int, config: Config, seed: int,
-               grid: list[tuple[float, float]], device: torch.device, workers: int = 0, rank: int = 0,
-               world: int = 1, progress=None, spatial: int = 1) -> Trained:
+               grid: list[tuple[float, float]], place: Place = Place()) -> Trained:
     """Train one head per (lr, weight decay) of `grid` from the same seeded weights on the same batches."""
+    device, world = place.device, place.world
     heads = []
     for _ in grid:
         torch.manual_seed(seed)
         heads.append(AttentiveClassifier(dim, classes, config.num_heads, config.depth, config.mlp_ratio,
                                          config.cross_proj, config.queries).to(device))
-    optimizers = [_optimizer(head, lr, wd) for head, (lr, wd) in zip(heads, grid, strict=False)]
-    batches = EpochBatches(len(fit), config.batch_size, seed, rank, world)
-    loader = _loader(fit, batches, workers, device)
-    val_loader = _split_loader(val, config.batch_size, workers, device, rank, world)
+    optimizers = [_optimizer(head, lr, wd, config.decay) for head, (lr, wd) in zip(heads, grid, strict=True)]
+    batches = EpochBatches(len(fit), config.batch_size, seed, place.rank, world)
+    loader = _loader(fit, batches, place.workers, device)
+    val_loader = _split_loader(val, config.batch_size, place.workers, device, place.rank, world)
     total, warmup = config.epochs * len(batches), round(config.warmup_epochs * len(batches))
-    val_y = val.labels
     val_top1, train_loss = [[] for _ in grid], [[] for _ in grid]
     step = 0
     for epoch in range(config.epochs):
         batches.epoch = epoch
-        losses = np.zeros(len(grid))
+        losses = torch.zeros(len(grid), dtype=torch.float64, device=device)
         for head in heads:
             head.train()
-        for tokens, labels, where in loader:
-            count = int(_summed(torch.tensor(len(where)), device, world))
-            tokens = tokens.to(device, torch.float32, non_blocking=True)
-            per_clip = {"joint": 1, "segments": spatial, "average": tokens.shape[1]}[config.views]
+        for (tokens, labels, _), count in zip(loader, batches.sizes(), strict=True):
+            tokens = _on(tokens, device)
+            per_clip = {"joint": 1, "segments": place.spatial, "average": tokens.shape[1]}[config.views]
             labels = labels.to(device).repeat_interleave(per_clip)
-            for h, (head, optimizer, (lr, _)) in enumerate(zip(heads, optimizers, grid, strict=False)):
+            size = place.micro_batch or len(tokens)
+            for h, (head, optimizer, (lr, wd)) in enumerate(zip(heads, optimizers, grid, strict=True)):
+                optimizer.param_groups[0]["weight_decay"] = _weight_decay(step, total, wd, config.final_wd_fraction)
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, total, warmup, lr, config.final_lr_fraction)
                 optimizer.zero_grad(set_to_none=True)
-                with _autocast(device):
-                    logits = head(_sequences(tokens, config.views, spatial)).float()
-                loss = F.cross_entropy(logits, labels, reduction="sum") / (count * per_clip)
-                loss.backward()
-                losses[h] += float(loss.detach()) * count
+                for start in range(0, len(tokens), size):  # gradients add up to those of the whole batch
+                    part = tokens[start:start + size]
+                    with _autocast(device):
+                        logits = head(_sequences(part, config.views, place.spatial)).float()
+                    rows = labels[start * per_clip:(start + len(part)) * per_clip]
+                    loss = F.cross_entropy(logits, rows, reduction="sum") / (count * per_clip)
+                    loss.backward()
+                    losses[h] += loss.detach().double() * count
                 _reduce_grads(head, world)
+                if config.clip_grad:
+                    torch.nn.utils.clip_grad_norm_(head.parameters(), config.clip_grad)
                 optimizer.step()
             step += 1
-            if progress is not None:
-                progress.update(1)
-        losses = _summed(torch.from_numpy(losses), device, world).numpy()
-        probs = predict(heads, val_loader, len(val), classes, config.views, spatial, device, world)
+            if place.progress is not None:
+                place.progress.update(1)
+        losses = _summed(losses, device, world).cpu().numpy()
+        if not np.isfinite(losses).all():
+            raise ProbeError(f"training diverged: non-finite loss in epoch {epoch + 1} (lrs x weight_decays "
+                             f"{[grid[h] for h in np.flatnonzero(~np.isfinite(losses))]})")
+        probs = predict(heads, val_loader, len(val), classes, config.views, place.spatial, device, world)
         for h in range(len(grid)):
-            val_top1[h].append(float((probs[h].argmax(1) == val_y).mean()))
+            val_top1[h].append(float((probs[h].argmax(1) == val.labels).mean()))
             train_loss[h].append(float(losses[h] / len(fit)))
     return Trained(heads, val_top1, train_loss)
 
 
-def run(data: ProbeInput, config: Config, device: str = "cpu", workers: int = 0, quiet: bool = False) -> ProbeOutcome:
+def _scan(data: TokenClips, place: Place) -> None:
+    """Read every clip once before training, so a bad one stops the run now (on every rank), not after hours."""
+    problem = ""
+    try:
+        for _ in _split_loader(data, 64, place.workers, place.device, place.rank, place.world):
+            pass
+    except StoreError as exc:
+        problem = str(exc)
+    failed = _summed(torch.tensor([len(problem) > 0], dtype=torch.int64), place.device, place.world)
+    if problem:
+        raise ProbeError(problem)
+    if int(failed):
+        raise ProbeError("another process found a clip whose tokens cannot be read (see its message)")
+
+
+def run(data: ProbeInput, config: Config, device: str = "cpu", workers: int = 0, quiet: bool = False,
+        micro_batch: int = 0) -> ProbeOutcome:
     """Train the grid per seed on train minus validation, choose a head on validation, score it once on test."""
     info = data.file.token_info
     if info is None:
@@ -322,10 +404,10 @@ def run(data: ProbeInput, config: Config, device: str = "cpu", workers: int = 0,
     if info.dim % config.num_heads:
         raise ProbeError(f"{data.path}: token width {info.dim} is not divisible by the card's num_heads "
                          f"{config.num_heads}")
-    if device.startswith("cuda"):
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    rank, world = join(device)
-    dev = torch.device(device)
+    spatial = data.protocol.views.spatial
+    if config.views == "segments" and data.file.shape[1] != data.protocol.views.total:
+        raise ProbeError(f"{data.path}: holds {data.file.shape[1]} views per clip, not the card's "
+                         f"{data.protocol.views.temporal} x {spatial}, so its segments cannot be told apart")
     train_items, test_items = data.items("train"), data.items("test")
     train_y, test_y = data.manifest.label_indices(train_items), data.manifest.label_indices(test_items)
     fit_idx, val_idx = stratified_split(train_y, config.val_fraction, config.split_seed)
@@ -336,19 +418,21 @@ def run(data: ProbeInput, config: Config, device: str = "cpu", workers: int = 0,
     fit = TokenClips(data.file, train_rows[fit_idx], train_y[fit_idx])
     val = TokenClips(data.file, train_rows[val_idx], train_y[val_idx])
     test = TokenClips(data.file, test_rows, test_y)
-    classes, grid, spatial = len(data.manifest.classes), config.grid(), data.protocol.views.spatial
-    if config.views == "segments" and data.file.shape[1] != data.protocol.views.total:
-        raise ProbeError(f"{data.path}: holds {data.file.shape[1]} views per clip, not the card's "
-                         f"{data.protocol.views.temporal} x {spatial}, so its segments cannot be told apart")
-    steps = len(config.seeds) * config.epochs * len(EpochBatches(len(fit), config.batch_size, 0))
+    rank, world = join(device)
+    place = Place(torch.device(device), workers, rank, world, spatial, micro_batch)
+    classes, grid = len(data.manifest.classes), config.grid()
+    steps = len(config.seeds) * config.epochs * len(EpochBatches(len(fit), config.batch_size, 0, rank, world))
     correct, predicted, per_seed = [], [], []
-    with bar(steps, "attentive", "batch", quiet=quiet or rank != 0) as progress:
+    with _deterministic(place.device), bar(steps, "attentive", "batch", quiet=quiet or rank != 0) as progress:
+        _scan(TokenClips(data.file, np.concatenate([train_rows, test_rows]), np.zeros(len(train_rows) + len(test_rows))),
+              place)
+        place.progress = progress
         for seed in config.seeds:
-            trained = train_grid(fit, val, info.dim, classes, config, seed, grid, dev, workers, rank, world, progress,
-                                 spatial)
+            trained = train_grid(fit, val, info.dim, classes, config, seed, grid, place)
             best = trained.chosen
-            probs = predict([trained.heads[best]], _split_loader(test, config.batch_size, workers, dev, rank, world),
-                            len(test), classes, config.views, spatial, dev, world)[0]
+            probs = predict([trained.heads[best]], _split_loader(test, config.batch_size, workers, place.device, rank,
+                                                                  world),
+                            len(test), classes, config.views, spatial, place.device, world)[0]
             ranked = ranked_classes(probs, min(5, classes))
             correct.append(ranked[:, :5] == test_y[:, None])
             predicted.append(ranked[:, 0])
@@ -372,4 +456,20 @@ def run(data: ProbeInput, config: Config, device: str = "cpu", workers: int = 0,
                          "value": top1.mean(axis=0).tolist()})
 
 
-SPEC = ProbeSpec("attentive", frozenset({Task.CLASSIFICATION}), Config, run, frozenset({"workers", "quiet"}))
+@contextlib.contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """On a GPU, PyTorch's deterministic algorithms for the run (cuBLAS workspace included), as they were after."""
+    if device.type != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+SPEC = ProbeSpec("attentive", frozenset({Task.CLASSIFICATION}), Config, run,
+                 frozenset({"workers", "quiet", "micro_batch"}))

@@ -94,6 +94,7 @@ def conformance_notes(file: EmbeddingFile, protocol: Protocol, manifest: Manifes
         notes.append(f"{path} was extracted under protocol {file.header.protocol} v{file.header.protocol_version} "
                      f"(extraction_hash {file.header.extraction_hash[:12]}) but card {protocol.name} v{protocol.version} "
                      f"has extraction_hash {protocol.extraction_hash[:12]}")
+    notes += _token_notes(file, protocol, path)
     if manifest is None:
         return notes
     if file.header.manifest_hash != manifest.hash:
@@ -104,4 +105,25 @@ def conformance_notes(file: EmbeddingFile, protocol: Protocol, manifest: Manifes
     missing = sorted(needed - file.id_set)
     if missing:
         notes.append(f"{path} lacks {len(missing)} of the {len(needed)} clips the card needs, e.g. '{missing[0]}'")
+    return notes
+
+
+def _token_notes(file: EmbeddingFile, protocol: Protocol, path: Path) -> list[str]:
+    """Where a file's token features are not what the card asks for (the hash aside: attributes can lie)."""
+    asked, held = protocol.tokens, file.token_info
+    if asked is None:
+        return []
+    if held is None:
+        return [f"{path} holds no token features, which card {protocol.name} asks for"]
+    notes = []
+    if (held.layer, held.norm, held.pool) != (asked.layer, asked.norm, asked.pool):
+        notes.append(f"{path} holds tokens of layer {held.layer}, {held.norm} the final norm, pooled {list(held.pool)}, but "
+                     f"card {protocol.name} asks for layer {asked.layer}, {asked.norm}, pooled {list(asked.pool)}")
+    count, crop = protocol.frames.count, protocol.transform.crop
+    if held.tubelet and min(held.patch) > 0 and count and crop:
+        expected = (count // held.tubelet // held.pool[0], crop // held.patch[0] // held.pool[1],
+                    crop // held.patch[1] // held.pool[2])
+        if expected != held.grid:
+            notes.append(f"{path} declares a token grid {list(held.grid)}, but {count} frames at {crop} pixels with "
+                         f"patch {list(held.patch)}, tubelet {held.tubelet} and pool {list(held.pool)} give {list(expected)}")
     return notes

@@ -179,12 +179,18 @@ def _token_problems(ds: h5py.Dataset, n: int, views: int, limits: Limits) -> lis
     """A token dataset's shape, type, chunking and attributes must agree before one clip of it is read."""
     if ds.ndim != 4 or ds.shape[0] != n or ds.shape[1] != views:
         return [f"/tokens must be (N, V, L, D) with N = {n} and V = {views} as /clip, got {ds.shape}"]
+    numeric = [key for key in ("grid", "dim", "layer", "pool", "patch", "tubelet")
+               if key in ds.attrs and np.asarray(ds.attrs[key]).dtype.kind not in "iu"]
+    if numeric:
+        return [f"/tokens attribute '{numeric[0]}' must be an integer (or integers)"]
     try:
         info = TokenInfo.read(ds.attrs)
     except (KeyError, TypeError, ValueError) as exc:
         return [f"/tokens lacks valid attributes (grid, dim, layer, norm, pool, patch, tubelet, dtype): {exc}"]
     _, _, length, dim = ds.shape
     problems = []
+    if dim > limits.token_dim:
+        problems.append(f"/tokens width {dim} is beyond {limits.token_dim}")
     if info.dtype not in TOKEN_DTYPES or ds.dtype != TOKEN_DTYPES[info.dtype]:
         problems.append(f"/tokens is {ds.dtype} stored as '{info.dtype}'; expected float16, or bfloat16 kept as uint16")
     if info.length != length or info.dim != dim or min(*info.grid, dim) < 1:
@@ -195,9 +201,14 @@ def _token_problems(ds: h5py.Dataset, n: int, views: int, limits: Limits) -> lis
     per_clip = views * length * dim
     if per_clip > limits.token_clip_elements or n * per_clip > limits.token_elements:
         problems.append(f"/tokens shape {ds.shape} is beyond sane bounds")
-    chunks = ds.chunks
-    if chunks is not None and chunks[0] != 1:
-        problems.append(f"/tokens is chunked {chunks}; it must hold one clip per chunk (1, V, L, D)")
+    if not n:
+        return problems
+    if ds.chunks != (1, views, length, dim):
+        problems.append(f"/tokens is stored {'in chunks ' + str(ds.chunks) if ds.chunks else 'contiguously'}; it must "
+                        f"hold one clip per chunk {(1, views, length, dim)}")
+    elif ds.id.get_num_chunks() != n:
+        problems.append(f"/tokens has {ds.id.get_num_chunks()} of its {n} clips written (unwritten clips would read as "
+                        "zeros)")
     return problems
 
 

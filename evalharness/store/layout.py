@@ -42,6 +42,7 @@ class Limits:
     clip_elements: int = 20_000_000_000
     dense_elements: int = 2_000_000_000
     token_clip_elements: int = 1 << 28  # one clip's tokens, all views: 512 MiB at 16 bits
+    token_dim: int = 16_384
     token_elements: int = 10_000_000_000_000
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy.special import erf
 
-from evalharness.probes.attentive import Config, TokenClips, learning_rate, train_grid
+from evalharness.probes.attentive import Config, Place, TokenClips, learning_rate, train_grid
 from evalharness.probes.pooler import AttentiveClassifier
 from evalharness.results import compare_records
 from evalharness.store import EmbeddingFile
@@ -202,13 +202,22 @@ def test_attentive_learns_order_only_classes_that_a_linear_probe_on_the_mean_can
     assert ("mcnemar" in paired) == (set(predictions["value"]) <= {0.0, 1.0})
 
 
-def _grid_run(path, config, grid):
+def _grid_run(path, config, grid, place=None):
     with EmbeddingFile(path) as f:
         rows = np.arange(len(f.ids))
         labels = np.array([0 if i % 2 else 1 for i in range(len(rows))])
         fit, val = TokenClips(f, rows[:100], labels[:100]), TokenClips(f, rows[100:130], labels[100:130])
-        trained = train_grid(fit, val, DIM, 2, config, 3, grid)
+        trained = train_grid(fit, val, DIM, 2, config, 3, grid, place or Place())
     return trained
+
+
+def test_micro_batches_accumulate_to_the_whole_batch(order_file):
+    config = Config(num_heads=2, epochs=2, batch_size=16, lrs=(0.01,), weight_decays=(0.01,))
+    whole = _grid_run(order_file[0], config, config.grid())
+    parts = _grid_run(order_file[0], config, config.grid(), Place(micro_batch=5))
+    assert parts.train_loss[0] == pytest.approx(whole.train_loss[0], rel=1e-5)
+    for a, b in zip(whole.heads[0].state_dict().values(), parts.heads[0].state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_heads_trained_together_equal_heads_trained_one_at_a_time_and_the_same_seed_repeats_bits(order_file):

@@ -148,8 +148,8 @@ class TokenClips(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         if self._pid != os.getpid() or self._file is None:
             self._file, self._pid = EmbeddingFile(self.path, check_values=False), os.getpid()
-        tokens = torch.from_numpy(self._file.clip_tokens(int(self.rows[i]))).to(self.dtype)
-        return tokens, int(self.labels[i]), i
+        tokens = torch.from_numpy(self._file.clip_tokens(int(self.rows[i]), stored=True))
+        return tokens.view(torch.bfloat16) if self.dtype == torch.bfloat16 else tokens, int(self.labels[i]), i
 
 
 class EpochBatches:
@@ -385,8 +385,8 @@ def _scan(data: TokenClips, place: Place) -> None:
     try:
         for _ in _split_loader(data, 64, place.workers, place.device, place.rank, place.world):
             pass
-    except StoreError as exc:
-        problem = str(exc)
+    except StoreError as exc:  # from a reader process, the message ends with the original one after a traceback
+        problem = str(exc).strip().splitlines()[-1].split("StoreError: ", 1)[-1]
     failed = _summed(torch.tensor([len(problem) > 0], dtype=torch.int64), place.device, place.world)
     if problem:
         raise ProbeError(problem)

@@ -29,7 +29,6 @@ from .layout import (
     Header,
     Limits,
     TokenInfo,
-    from_stored_tokens,
     read_failures,
     read_strings,
     read_text,
@@ -213,8 +212,10 @@ def _token_problems(ds: h5py.Dataset, n: int, views: int, limits: Limits) -> lis
 
 
 def token_row_problem(row: np.ndarray, vid: str) -> str | None:
-    """Why one clip's tokens (float32) cannot be trusted, or None."""
-    return None if np.isfinite(row).all() else f"/tokens has non-finite values for id '{vid}'"
+    """Why one clip's stored tokens (float16, or bfloat16 bits as uint16) cannot be trusted, or None: checked on the
+    16-bit values themselves (a bfloat16 is infinite or NaN when its exponent bits are all ones)."""
+    finite = np.isfinite(row).all() if row.dtype == np.float16 else not ((row & 0x7F80) == 0x7F80).any()
+    return None if finite else f"/tokens has non-finite values for id '{vid}'"
 
 
 def clip_block_problem(block: np.ndarray, ids: list[str], start: int) -> str | None:
@@ -241,9 +242,8 @@ def value_problems(f: h5py.File, check_clip: bool = True, check_tokens: bool = F
             problems.append(problem)
             break
     if check_tokens and "tokens" in f:
-        dtype = TokenInfo.read(f["tokens"].attrs).dtype
         for row, vid in enumerate(ids):
-            problem = token_row_problem(from_stored_tokens(f["tokens"][row], dtype), vid)
+            problem = token_row_problem(f["tokens"][row], vid)
             if problem:
                 problems.append(problem)
                 break

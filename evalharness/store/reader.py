@@ -67,16 +67,17 @@ class EmbeddingFile:
         """The value checks of an unchecked open (see `checks.value_problems`)."""
         return value_problems(self._f, check_clip)
 
-    def clip_tokens(self, clip: str | int) -> np.ndarray:
-        """One clip's token features (V, L, D) as float32, by id or row, checked finite as they are read."""
+    def clip_tokens(self, clip: str | int, stored: bool = False) -> np.ndarray:
+        """One clip's token features (V, L, D), by id or row, checked finite as they are read: float32, or as stored
+        (float16, or bfloat16 bits as uint16) without a widened copy."""
         if self.token_info is None:
             raise StoreError(f"{self.path}: holds no token features (extract with a card that asks for them)")
         row = clip if isinstance(clip, int) else int(self.rows([clip])[0])
-        tokens = from_stored_tokens(self._f["tokens"][row], self.token_info.dtype)
+        tokens = self._f["tokens"][row]
         problem = token_row_problem(tokens, self.ids[row])
         if problem:
             raise StoreError(f"{self.path}: {problem}")
-        return tokens
+        return tokens if stored else from_stored_tokens(tokens, self.token_info.dtype)
 
     @property
     def shape(self) -> tuple[int, int, int]:

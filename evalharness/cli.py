@@ -44,9 +44,10 @@ def protocols(name: str | None) -> None:
     from .cards import load_protocol, shipped_cards
 
     if name is None:
-        for card in sorted(shipped_cards()):
-            p = load_protocol(card)
-            click.echo(f"{p.name:24s} v{p.version}  {p.task:18s} {p.dataset['adapter']:10s} {p.extraction_hash[:12]}")
+        cards = [load_protocol(card) for card in sorted(shipped_cards())]
+        width = max(len(p.name) for p in cards)
+        for p in cards:
+            click.echo(f"{p.name:{width}s} v{p.version}  {p.task:18s} {p.dataset['adapter']:10s} {p.extraction_hash[:12]}")
         return
     p = load_protocol(name)
     click.echo(yaml.safe_dump(p.to_dict(), sort_keys=False).rstrip())

@@ -58,9 +58,13 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, resamples: in
                  seed: int = SEED, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of statistic(indices) over n items resampled with replacement."""
     rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(resamples)])
+    return _interval([statistic(rng.integers(0, n, size=n)) for _ in range(resamples)], level)
+
+
+def _interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap values."""
     tail = (1.0 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
+    low, high = np.percentile(np.array(values), [tail, 100 - tail])
     return float(low), float(high)
 
 
@@ -99,7 +103,7 @@ def seeded_estimate(statistic: Callable[[int, np.ndarray], float], seeds: int, n
     for _ in range(RESAMPLES):
         chosen, idx = rng.integers(0, seeds, size=seeds), rng.integers(0, n, size=n)
         values.append(np.mean([statistic(int(s), idx) for s in chosen]))
-    low, high = np.percentile(values, [2.5, 97.5])
+    low, high = _interval(values)
     value = float(np.mean([statistic(s, np.arange(n)) for s in range(seeds)]))
     return Estimate(value, float(low), float(high), int(n), higher_is_better, unit)
 

@@ -22,6 +22,14 @@ def _size(value: str) -> int:
         raise click.BadParameter(f"'{value}' is not a size such as 500M, 50G or 2T") from None
 
 
+def score_line(record: dict) -> str:
+    """A record's headline as one line: shares in percent, ranks as they are, with the interval."""
+    head = record["metrics"][record["headline"]]
+    scale, digits = (100, 2) if head["unit"] == "fraction" else (1, 1)
+    return (f"{record['model']} {record['protocol']} {record['probe']} {record['headline']}: "
+            f"{scale * head['value']:.{digits}f} [{scale * head['ci_low']:.{digits}f}, {scale * head['ci_high']:.{digits}f}]")
+
+
 def _shard(value: str) -> tuple[int, int]:
     """`i/N` as two integers (the extraction checks that 0 <= i < N)."""
     try:
@@ -255,10 +263,10 @@ def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, 
     def publish(record: dict) -> None:
         if rank_and_world()[0] != 0:
             return
-        head = record["metrics"][record["headline"]]
         path = write_record(record, results)
-        click.echo(f"{record['model']} {record['protocol']} {record['probe']} {record['headline']}: "
-                   f"{100 * head['value']:.2f} [{100 * head['ci_low']:.2f}, {100 * head['ci_high']:.2f}] -> {path}")
+        click.echo(f"{score_line(record)} -> {path}")
+        for caveat in record["caveats"]:
+            click.echo(f"  caveat: {caveat}")
 
     protocol = load_protocol(card)
     options = {"workers": workers, "quiet": quiet, "micro_batch": micro_batch,
@@ -346,9 +354,9 @@ def submit(file: Path, folder: Path, dry_run: bool) -> None:
     from .submit import submit as run
 
     for record in run(file, folder, dry_run):
-        head = record["metrics"][record["headline"]]
-        click.echo(f"{'would score' if dry_run else 'scored'} {record['model']} {record['protocol']} {record['probe']} "
-                   f"{record['headline']}: {100 * head['value']:.2f} [{100 * head['ci_low']:.2f}, {100 * head['ci_high']:.2f}]")
+        click.echo(f"{'would score' if dry_run else 'scored'} {score_line(record)}")
+        for caveat in record["caveats"]:
+            click.echo(f"  caveat: {caveat}")
     if not dry_run:
         click.echo(f"tables rebuilt in {folder}")
 

@@ -18,7 +18,7 @@ from . import __version__
 from .cards import shipped_cards, shipped_protocol
 from .environment import environment, utc_now
 from .errors import HarnessError
-from .metrics import FRACTION, RANK, UNITS, mcnemar_exact, paired_difference
+from .metrics import FRACTION, INTERVALS, RANK, UNITS, mcnemar_exact, paired_difference
 from .probes import ProbeOutcome
 from .protocol import Protocol
 
@@ -48,7 +48,7 @@ def make_record(*, model: str, model_revision: str, protocol: Protocol, manifest
         "probe": probe, "config": config, "chosen": outcome.chosen,
         "headline": outcome.headline, "metrics": {name: e.as_dict() for name, e in outcome.metrics.items()},
         "predictions": outcome.predictions,
-        "conforming": conforming, "notes": notes,
+        "conforming": conforming, "notes": notes, "caveats": list(outcome.caveats),
         "harness_version": __version__, "environment": environment(device),
         "timings": timings, "created_utc": utc_now(),
     }
@@ -86,6 +86,8 @@ def _metric_problem(metric: object) -> str | None:
         return "'higher_is_better' is not true or false"
     if metric.get("unit") not in UNITS:
         return f"'unit' is not one of {', '.join(UNITS)}"
+    if metric.get("interval", "bootstrap") not in INTERVALS:
+        return f"'interval' is not one of {', '.join(INTERVALS)}"
     return None
 
 
@@ -100,6 +102,8 @@ def check_record(record: object, where: str) -> dict:
     for key, kind in REQUIRED.items():
         if not isinstance(record.get(key), kind) or (kind is int and isinstance(record.get(key), bool)):
             raise HarnessError(f"{where}: field '{key}' missing or not a {kind.__name__}")
+    if not isinstance(record.get("caveats", []), list) or not all(isinstance(c, str) for c in record.get("caveats", [])):
+        raise HarnessError(f"{where}: field 'caveats' is not a list of strings")
     if record["headline"] not in record["metrics"]:
         raise HarnessError(f"{where}: headline metric '{record['headline']}' missing")
     for name, metric in record["metrics"].items():

@@ -23,6 +23,10 @@ class MismatchError(ProbeError):
     """The file does not conform to the card or manifest it is scored under (and that was not allowed)."""
 
 
+class ProbesFailed(ProbeError):
+    """Some of several probes could not score the file; the others' records were made (and passed to `on_record`)."""
+
+
 def probes_for(protocol: Protocol, name: str) -> list[str]:
     """The probes a command names: one, or `all` the card lists."""
     return list(protocol.probes) if name == "all" else [name]
@@ -41,7 +45,8 @@ def score(file: str | Path, protocol: Protocol, probes: list[str] | None = None,
     of a file this process or its sandbox already checked; `shown_as` is the path
     messages and records name (a submission's own, not its canonical copy's);
     `options` go to the probes that take them (`save_masks`); `on_record` sees each
-    record as soon as it is made."""
+    record as soon as it is made. When several probes run, one that fails does not stop the others: every
+    failure is reported at the end as one ProbesFailed."""
     if manifest is None and data_root is None:
         raise ProbeError(f"protocol {protocol.name}: scoring needs the labels, from a data root or a manifest")
     names = probes if probes is not None else list(protocol.probes)
@@ -60,11 +65,17 @@ def score(file: str | Path, protocol: Protocol, probes: list[str] | None = None,
         embedding_file = {"path": str(shown), "sha256": f.file_sha256(), "extraction_hash": f.header.extraction_hash,
                           "manifest_hash": f.header.manifest_hash}
         loaded = time.perf_counter()
-        records = []
+        records, failures = [], []
         for name in names:
             spec, begun = probe_spec(name), time.perf_counter()
             config = build_config(name, protocol.probes[name])
-            outcome = spec.run(data, config, device, **{k: v for k, v in (options or {}).items() if k in spec.options})
+            try:
+                outcome = spec.run(data, config, device, **{k: v for k, v in (options or {}).items() if k in spec.options})
+            except ProbeError as exc:
+                if len(names) == 1:
+                    raise
+                failures.append(f"{name}: {exc}")
+                continue
             record = make_record(model=f.header.model, model_revision=f.header.model_revision, protocol=protocol,
                                  manifest_hash=labels.hash, embedding_file=embedding_file, probe=name,
                                  config=asdict(config), outcome=outcome, conforming=data.conforming,
@@ -73,4 +84,7 @@ def score(file: str | Path, protocol: Protocol, probes: list[str] | None = None,
             records.append(record)
             if on_record is not None:
                 on_record(record)
+    if failures:
+        raise ProbesFailed(f"{len(failures)} of {len(names)} probes failed ({'; '.join(failures)}); "
+                           f"the other {len(records)} were scored")
     return records

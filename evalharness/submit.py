@@ -52,7 +52,8 @@ def init(folder: str | Path, cards: list[str], data_root: str | Path, max_bytes:
         (target / "card.yaml").write_text(yaml.safe_dump(protocol.to_dict(), sort_keys=False), encoding="utf-8")
         (target / "manifest.json").write_text(json.dumps({
             "manifest_hash": manifest.hash, "classes": list(manifest.classes), "captions": manifest.captions,
-            "items": [[item.id, item.label, item.split, str(item.masks) if item.masks else None] for item in manifest.items],
+            "items": [[item.id, item.label, item.split, str(item.masks) if item.masks else None, item.group]
+                      for item in manifest.items],
         }, indent=1), encoding="utf-8")
     (folder / "results").mkdir(parents=True, exist_ok=True)
     (folder / CONFIG).write_text(json.dumps({"format": "evalharness.leaderboard-folder", "schema_version": 1,
@@ -72,8 +73,9 @@ def stored_card(folder: Path, name: str) -> tuple[Protocol, Manifest]:
     base = folder / "protocols" / name
     protocol = load_protocol(base / "card.yaml")
     data = json.loads((base / "manifest.json").read_text(encoding="utf-8"))
-    items = tuple(Item(vid, base / "videos" / vid, split, label, Path(masks) if masks else None)
-                  for vid, label, split, masks in data["items"])
+    # folders made before groups existed store four fields per item
+    items = tuple(Item(vid, base / "videos" / vid, split, label, Path(masks) if masks else None,
+                       group[0] if group else None) for vid, label, split, masks, *group in data["items"])
     manifest = Manifest(base, items, tuple(data["classes"]), data["captions"])
     if manifest.hash != data["manifest_hash"]:
         raise HarnessError(f"{base / 'manifest.json'}: manifest hash does not match its contents (edited by hand?)")

@@ -49,17 +49,19 @@ def clustered(rng, n, dim, n_classes, centres, views=None):
 
 
 def build_file(folder, train_x, train_y, test_x, test_y, name="hand", probes=None, text=None, tokens=None,
-               token_dtype="float16"):
+               token_dtype="float16", groups=None):
     """An embedding file and a manifest data root for train/test vectors (N, D) or (N, V, D); returns (path, protocol, root).
 
-    With `tokens` ((train (N, V, t, h, w, D), test)), the card asks for token features and the file holds them."""
+    With `tokens` ((train (N, V, t, h, w, D), test)), the card asks for token features and the file holds them; with
+    `groups` (one per train video), the manifest has a group column."""
     ids = [f"tr{i:04d}" for i in range(len(train_x))] + [f"te{i:04d}" for i in range(len(test_x))]
     labels = list(train_y) + list(test_y)
     splits = ["train"] * len(train_x) + ["test"] * len(test_x)
     root = folder / "data"
     root.mkdir(parents=True, exist_ok=True)
-    (root / "manifest.csv").write_text("id,path,label,split\n" + "".join(
-        f"{i},{i}.mp4,c{label},{s}\n" for i, label, s in zip(ids, labels, splits, strict=True)))
+    group_of = list(groups if groups is not None else [""] * len(train_x)) + [""] * len(test_x)
+    (root / "manifest.csv").write_text("id,path,label,split,group\n" + "".join(
+        f"{i},{i}.mp4,c{label},{s},{g}\n" for i, label, s, g in zip(ids, labels, splits, group_of, strict=True)))
     dataset = {"adapter": "manifest", "train": "train", "test": "test"}
     if text is not None:
         (root / "captions.csv").write_text("video_id,caption\n" + "".join(f"{v},{c}\n" for v, c in text["captions"]))

@@ -21,7 +21,7 @@ ROOMS = {
     "extract": ({"extract"}, {"pixels", "datasets", "backbones", "store", "card model", "foundation"}),
     "results": ({"results"}, {"cards", "probes", "measures", "card model", "foundation"}),
     "scoring": ({"scoring"}, {"results", "probes", "store", "datasets", "card model", "foundation"}),
-    "report": ({"report"}, {"foundation"}),
+    "report": ({"report"}, {"measures", "foundation"}),
     "submit": ({"submit"}, {"scoring", "report", "results", "store", "cards", "datasets", "card model", "foundation"}),
     "demo": ({"demo"}, {"extract", "scoring", "report", "results", "cards", "datasets", "foundation"}),
     "cli": ({"cli", "__main__"}, None),  # the command may import anything

@@ -42,3 +42,19 @@ def test_synth_command(tmp_path):
     result = cli("synth", tmp_path / "s", "--clips", "10", "--seed", "2", "--quiet")
     assert result.returncode == 0 and (tmp_path / "s" / "manifest.csv").is_file()
     assert len(list((tmp_path / "s" / "videos").glob("*.mp4"))) == 10
+
+
+def test_probe_all_scores_the_other_probes_and_reports_every_failure(tmp_path):
+    import numpy as np
+
+    from helpers import build_file, clustered
+
+    rng = np.random.default_rng(0)
+    x, y = clustered(rng, 60, 8, 3, rng.normal(size=(3, 8)))
+    probes = {"knn": {"k": [5], "headline_k": 5}, "linear": {"val_fraction": 0.001}}
+    path, _, root = build_file(tmp_path, x[:40], y[:40], x[40:], y[40:], probes=probes)
+    out = cli("probe", "all", path, "-p", tmp_path / "hand.yaml", "-d", root, "-o", tmp_path / "results")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "top1@k5" in out.stdout and (tmp_path / "results" / "m" / "hand" / "knn.json").is_file()
+    assert ("1 of 2 probes failed (linear: " in out.stderr and "val_fraction 0.001 holds out no validation video" in out.stderr
+            and "the other 1 were scored" in out.stderr)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evalharness.errors import HarnessError
-from evalharness.metrics import mcnemar_exact, paired_difference
+from evalharness.metrics import accuracy_estimate, mcnemar_exact, paired_difference, sequence_share_estimate, wilson_interval
 from evalharness.results import compare_records, write_record
 
 from helpers import build_file, clustered, probe
@@ -23,6 +23,32 @@ def test_mcnemar_and_paired_difference_by_hand():
     assert d.value == pytest.approx(1 / 6) and d.ci_low <= d.value <= d.ci_high
     same = paired_difference(a, a, higher_is_better=True, unit="fraction")
     assert (same.value, same.ci_low, same.ci_high, same.n) == (0.0, 0.0, 0.0, 6)
+
+
+@pytest.mark.parametrize(("hits", "n"), [(0, 20), (20, 20), (7, 20), (1, 1), (480, 500)])
+def test_proportions_get_wilsons_interval_as_scipy_computes_it(hits, n):
+    from scipy.stats import binomtest
+
+    reference = binomtest(hits, n).proportion_ci(0.95, method="wilson")
+    assert wilson_interval(hits, n) == pytest.approx((reference.low, reference.high), abs=1e-12)
+    e = accuracy_estimate(np.arange(n) < hits)
+    assert (e.value, e.ci_low, e.ci_high, e.interval) == (hits / n, *wilson_interval(hits, n), "wilson")
+    assert e.ci_low < e.ci_high  # 0% and 100% are estimates, not certainties
+
+
+def test_sequence_bootstrap_moves_the_objects_of_a_video_together():
+    # two objects per video, equal within a video: resampling objects would count each video twice
+    values = np.repeat([0.2, 0.9, 0.5, 0.7, 0.4, 0.8], 2)
+    sequences = np.repeat(list("abcdef"), 2)
+    by_sequence = sequence_share_estimate(values, sequences)
+    assert by_sequence.value == pytest.approx(values.mean()) and by_sequence.n == 12
+    assert by_sequence.interval == "bootstrap-sequences"
+    one_each = sequence_share_estimate(values[::2], sequences[::2])
+    assert (by_sequence.ci_low, by_sequence.ci_high) == pytest.approx((one_each.ci_low, one_each.ci_high))
+    from evalharness.metrics import share_estimate
+
+    by_object = share_estimate(values)
+    assert by_object.ci_high - by_object.ci_low < by_sequence.ci_high - by_sequence.ci_low
 
 
 def test_compare_two_models_on_the_same_items(tmp_path):

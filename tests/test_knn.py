@@ -5,7 +5,7 @@ import yaml
 from evalharness.cards import load_protocol
 from evalharness.errors import ProbeError
 from evalharness.metrics import mean_per_class, ranked_classes
-from evalharness.probes.knn import neighbours, vote
+from evalharness.probes.knn import neighbours, vote, voted_ranking
 
 from helpers import build_file, clustered, probe
 
@@ -83,6 +83,35 @@ def test_k_larger_than_train_is_capped_and_prefixes_are_exact():
     assert (np.diff(sims, axis=1) <= 0).all()
 
 
+def reference_top5(train, labels, test, k, n_classes):
+    """DINO's top-5 with classes that got no vote left out: per query, the voted classes by score (ties: lower
+    class index), at most five."""
+    out = []
+    for q in test.astype(np.float64):
+        sims = train.astype(np.float64) @ q
+        scores = {}
+        for i in sorted(range(len(sims)), key=lambda i: (-sims[i], i))[:k]:
+            scores[labels[i]] = scores.get(labels[i], 0.0) + np.exp(sims[i] / T)
+        out.append(sorted(scores, key=lambda c: (-scores[c], c))[:5])
+    return out
+
+
+def test_classes_without_a_vote_never_fill_the_top5():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(12, 16)) * 0.4
+    train, train_y = clustered(rng, 300, 16, 12, centres)
+    test, test_y = clustered(rng, 200, 16, 12, centres)
+    sims, ids = neighbours(train, test, [3])
+    ranked = voted_ranking(vote(sims, ids, train_y, 12, 3, T), 5)
+    expected = reference_top5(train, train_y, test, 3, 12)
+    assert [[c for c in row if c >= 0] for row in ranked.tolist()] == expected
+    assert (ranked[:, 3:] == -1).all()  # three neighbours vote for at most three classes
+    free = ranked_classes(vote(sims, ids, train_y, 12, 3, T), 5)  # zero-vote classes in index order
+    hits = [(row[:5] == y).any() for row, y in zip(free, test_y, strict=True)]
+    honest = [y in row for row, y in zip(expected, test_y, strict=True)]
+    assert sum(hits) > sum(honest)  # low-index classes got top-5 hits for free
+
+
 def test_mean_per_class_accuracy():
     labels = np.array([0, 0, 0, 0, 1])
     correct = np.array([1, 1, 1, 1, 0], dtype=bool)
@@ -113,6 +142,27 @@ def test_probe_record_matches_reference_and_collapsed_scores_chance(tmp_path):
     record = probe("knn", path, protocol, root)
     assert record["metrics"]["top1@k10"]["value"] == pytest.approx(0.25)
     assert record["metrics"]["mean_class@k10"]["value"] == pytest.approx(0.25)
+    assert record["caveats"] == []
+
+
+def test_a_k_beyond_the_train_split_is_a_caveat_in_the_record_line_and_table(tmp_path):
+    from click.testing import CliRunner
+
+    from evalharness.cli import cli
+    from evalharness.report import board, render
+
+    rng = np.random.default_rng(6)
+    x, y = clustered(rng, 24, 6, 3, rng.normal(size=(3, 6)))
+    probes = {"knn": {"k": [1, 10, 20], "headline_k": 10}}
+    path, protocol, root = build_file(tmp_path, x[:15], y[:15], x[15:], y[15:], probes=probes)
+    record = probe("knn", path, protocol, root)
+    assert record["chosen"]["k_used"] == {"1": 1, "10": 10, "20": 15}
+    assert record["caveats"] == ["k = 20 capped at the 15 train videos: each of those metrics votes with all 15"]
+    out = CliRunner().invoke(cli, ["probe", "knn", str(path), "-p", str(tmp_path / "hand.yaml"), "-d", str(root),
+                                   "-o", str(tmp_path / "results")])
+    assert out.exit_code == 0 and "caveat: k = 20 capped at the 15 train videos" in out.output
+    table = render(board([record]))
+    assert "\u2020" in table.splitlines()[2] and "\u2020 = the record states a caveat" in table
 
 
 def test_probe_refuses_a_file_from_another_card(tmp_path):
@@ -138,7 +188,7 @@ def test_probe_refuses_a_file_from_another_card(tmp_path):
     assert wrong.returncode == 1 and "was extracted under protocol hand v1" in wrong.stdout
     (root / "manifest.csv").write_text((root / "manifest.csv").read_text().replace("te0000,te0000.mp4,", "te9999,te9999.mp4,"))
     moved = validate("-p", tmp_path / "hand.yaml", "-d", root)
-    assert moved.returncode == 1 and "different clips, labels or splits" in moved.stdout and "lacks 1 of the" in moved.stdout
+    assert moved.returncode == 1 and "different clips, labels, splits or groups" in moved.stdout and "lacks 1 of the" in moved.stdout
 
 
 def test_faiss_and_torch_paths_give_the_same_neighbours():

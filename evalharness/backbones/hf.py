@@ -36,7 +36,10 @@ TOKEN_GRIDS = {
     "vivit": lambda c: (int(c.tubelet_size[0]), int(c.tubelet_size[1])),
     "vjepa2": lambda c: (int(c.tubelet_size), _square(c.patch_size)),
 }
-_PREPROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json")
+# transformers 5 saves a multi-part processor (X-CLIP's, CLIP's with its tokenizer) as one processor_config.json,
+# its image or video processor nested under that attribute's name
+_PREPROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json")
+_NESTED = ("image_processor", "video_processor")
 _RECORDED = ("image_mean", "image_std", "do_normalize", "do_rescale", "rescale_factor", "size", "crop_size",
              "resample", "num_frames", "image_processor_type", "video_processor_type", "processor_class")
 
@@ -69,6 +72,7 @@ def _preprocessing(folder: Path, spec: str) -> dict:
         path = folder / name
         if path.is_file():
             raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = {**raw, **next((raw[k] for k in _NESTED if isinstance(raw.get(k), dict)), {})}
             return {"file": name, **{k: raw[k] for k in _RECORDED if k in raw}}
     raise HarnessError(f"model '{spec}': {folder} has no {' or '.join(_PREPROCESSOR_FILES)}, so its mean and std "
                        "are unknown; save the processor beside the model (processor.save_pretrained(folder))")

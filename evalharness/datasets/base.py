@@ -22,6 +22,7 @@ class Item:
     split: str
     label: str | None = None
     masks: Path | None = None
+    group: str | None = None  # clips that share a source (UCF101 group, HMDB51 source video, YouTube id)
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,16 @@ class Manifest:
 
     @property
     def hash(self) -> str:
-        """sha256 of the sorted (id, label, split) rows: what a score depends on besides the embeddings."""
-        return sha256_json([[item.id, item.label, item.split] for item in self.items])
+        """sha256 of the sorted (id, label, split) rows, with the group where an item has one (it decides the
+        validation split): what a score depends on besides the embeddings."""
+        return sha256_json([[item.id, item.label, item.split] + ([item.group] if item.group is not None else [])
+                            for item in self.items])
 
 
 def build_manifest(root: Path, rows: list[dict], source: str, splits: Iterable[str],
                    classes: Iterable[str] | None = None, captions: dict[str, list[str]] | None = None,
                    require_labels: bool = True, require_files: bool = False) -> Manifest:
-    """Validate rows {line, id, path, split, label, masks} and keep those in the card's splits.
+    """Validate rows {line, id, path, split, label, masks, group} and keep those in the card's splits.
 
     Duplicate ids, labels outside `classes`, missing labels and (when required)
     missing files are errors naming the row.
@@ -82,7 +85,7 @@ def build_manifest(root: Path, rows: list[dict], source: str, splits: Iterable[s
         if require_files and not path.is_file():
             raise ManifestError(f"{where}: id '{vid}' file not found: {path}")
         masks = root / row["masks"] if row.get("masks") else None
-        items.append(Item(vid, path, row["split"], label, masks))
+        items.append(Item(vid, path, row["split"], label, masks, row.get("group") or None))
     if not items:
         raise ManifestError(f"{source}: no rows in splits {', '.join(sorted(wanted))}")
     items.sort(key=lambda item: item.id)

@@ -22,6 +22,19 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     return [(n, line.strip()) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
 
 
+def ucf101_group(name: str) -> str | None:
+    """`v_<Class>_g<NN>_c<MM>` -> `<Class>_g<NN>`: the clips of one group share actors and background."""
+    match = re.fullmatch(r"v_(.+_g\d+)_c\d+", name)
+    return match.group(1) if match else None
+
+
+def hmdb51_group(name: str, label: str) -> str | None:
+    """`<source>_<action>_<body>_<camera>_<people>_<view>_<quality>_<n>` -> `<source>`: HMDB51 cuts several clips
+    from one film or video, named by it."""
+    match = re.fullmatch(rf"(.+)_{re.escape(label)}_[a-z]+_(?:cm|nm)_np\d+_[a-z]+_(?:bad|med|goo)_\d+", name)
+    return match.group(1) if match else None
+
+
 def _check_split_lists(dataset: dict) -> None:
     """UCF101 and HMDB51 ship three train/test split sets."""
     check_types(dataset, {"split_set": int, "lists": str, "videos": str, "require_files": bool})
@@ -38,7 +51,7 @@ def ucf101(root: Path, dataset: dict, splits: list[str], require_labels: bool, r
         for line_no, line in _lines(lists / name):
             rel = line.split()[0]
             rows.append({"line": line_no, "id": Path(rel).stem, "path": f"{videos}/{rel}", "split": split,
-                         "label": rel.split("/")[0]})
+                         "label": rel.split("/")[0], "group": ucf101_group(Path(rel).stem)})
     return build_manifest(root, rows, str(lists), splits, classes, None, require_labels,
                           require_files or bool(dataset.get("require_files")))
 
@@ -55,7 +68,7 @@ def hmdb51(root: Path, dataset: dict, splits: list[str], require_labels: bool, r
             if len(parts) < 2:
                 raise ManifestError(f"{path} line {line_no}: expected 'class/video.avi class index'")
             rows.append({"line": line_no, "id": Path(parts[0]).stem, "path": f"{videos}/{parts[0]}", "split": split,
-                         "label": parts[1]})
+                         "label": parts[1], "group": hmdb51_group(Path(parts[0]).stem, parts[1])})
     return build_manifest(root, rows, str(lists), splits, None, None, require_labels,
                           require_files or bool(dataset.get("require_files")))
 
@@ -91,7 +104,7 @@ def kinetics(root: Path, dataset: dict, splits: list[str], require_labels: bool,
                 vid = f"{row['youtube_id']}_{start:06d}_{end:06d}"
                 rel = (f"{split}/{row['label']}/{vid}.mp4" if naming == "id_start_end" else f"{row['youtube_id']}.mp4")
                 rows.append({"line": reader.line_num, "id": vid, "path": f"{dataset.get('videos', 'videos')}/{rel}",
-                             "split": split, "label": row["label"]})
+                             "split": split, "label": row["label"], "group": row["youtube_id"]})
     return build_manifest(root, rows, str(folder), splits, None, None, require_labels,
                           require_files or bool(dataset.get("require_files")))
 

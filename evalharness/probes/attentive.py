@@ -37,7 +37,7 @@ from ..progress import bar
 from ..protocol import Task
 from ..store import EmbeddingFile
 from .base import ProbeOutcome, ProbeSpec
-from .common import ProbeInput, stratified_split
+from .common import ProbeInput, no_validation_reason, split_record, stratified_split
 from .pooler import AttentiveClassifier
 
 VIEWS = ("joint", "segments", "average")
@@ -410,9 +410,10 @@ def run(data: ProbeInput, config: Config, device: str = "cpu", workers: int = 0,
                          f"{data.protocol.views.temporal} x {spatial}, so its segments cannot be told apart")
     train_items, test_items = data.items("train"), data.items("test")
     train_y, test_y = data.manifest.label_indices(train_items), data.manifest.label_indices(test_items)
-    fit_idx, val_idx = stratified_split(train_y, config.val_fraction, config.split_seed)
+    groups = [item.group for item in train_items]
+    fit_idx, val_idx = stratified_split(train_y, config.val_fraction, config.split_seed, groups)
     if len(val_idx) == 0:
-        raise ProbeError(f"{data.path}: no class has two train videos, so no validation split can be held out")
+        raise ProbeError(f"{data.path}: {no_validation_reason(train_y, config.val_fraction, groups)}")
     train_rows = data.file.rows([item.id for item in train_items])
     test_rows = data.file.rows([item.id for item in test_items])
     fit = TokenClips(data.file, train_rows[fit_idx], train_y[fit_idx])
@@ -449,7 +450,8 @@ def run(data: ProbeInput, config: Config, device: str = "cpu", workers: int = 0,
     return ProbeOutcome("top1", metrics,
                         {"heads": [{"lr": lr, "weight_decay": wd} for lr, wd in grid], "seeds": per_seed,
                          "seed_top1_mean": float(np.mean(seed_scores)), "seed_top1_std": float(np.std(seed_scores)),
-                         "fit_videos": len(fit), "val_videos": len(val), "test_clips": len(test),
+                         "fit_videos": len(fit), "val_videos": len(val), **split_record(groups, val_idx),
+                         "test_clips": len(test),
                          "token_grid": list(info.grid), "token_dim": info.dim, "world_size": world},
                         {"ids": [item.id for item in test_items], "label": [names[c] for c in test_y],
                          "predicted": [[names[c] for c in row] for row in np.stack(predicted, axis=1)],

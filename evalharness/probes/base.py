@@ -12,13 +12,15 @@ from ..protocol import Task
 
 @dataclass(frozen=True)
 class ProbeOutcome:
-    """A probe's result on the test split: its metrics (one named headline), the settings it chose, and per-item
-    predictions for paired comparison."""
+    """A probe's result on the test split: its metrics (one named headline), the settings it chose, per-item
+    predictions for paired comparison, and caveats a reader of the score must see (printed, recorded, marked in
+    tables), such as a k larger than the train split."""
 
     headline: str
     metrics: dict[str, Estimate]
     chosen: dict
     predictions: dict | None
+    caveats: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.headline not in self.metrics:

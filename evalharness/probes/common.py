@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,18 +21,70 @@ def unit_rows(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit, val) index arrays: round(fraction * count) of each class to val, chosen by a seeded permutation.
-    A class with one item stays in fit."""
+def _group_keys(n: int, groups: Sequence[str | None] | None) -> list[tuple]:
+    """A key per item: its group, or the item alone when the dataset defines none for it."""
+    return [(1, groups[i]) if groups is not None and groups[i] is not None else (0, i) for i in range(n)]
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int,
+                     groups: Sequence[str | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, val) index arrays, stratified by class and disjoint by group (clips of one UCF101 group, one HMDB51
+    source video, one YouTube video never straddle the split; an item without a group is its own).
+
+    Per class, in a seeded order, each group whose majority class it is goes to val if that brings the class's val
+    count closer to round(fraction * count); a class keeps at least one item in fit. With no groups this takes
+    round(fraction * count) items of each class (at most count - 1)."""
+    labels = np.asarray(labels)
+    members: dict[tuple, list[int]] = {}
+    for i, key in enumerate(_group_keys(len(labels), groups)):
+        members.setdefault(key, []).append(i)
+    classes, total = np.unique(labels, return_counts=True)
+    total = dict(zip(classes.tolist(), total.tolist(), strict=True))
+    target = {c: int(np.floor(fraction * n + 0.5)) if n > 1 else 0 for c, n in total.items()}
+    counts = {key: Counter(labels[idx].tolist()) for key, idx in members.items()}
+    homes: dict[object, list[tuple]] = {}
+    for key, count in counts.items():
+        homes.setdefault(min(count, key=lambda c: (-count[c], c)), []).append(key)
     rng = np.random.default_rng(seed)
-    val = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        take = int(np.floor(fraction * len(members) + 0.5)) if len(members) > 1 else 0
-        val.extend(rng.permutation(members)[:min(take, len(members) - 1)])
-    val = np.sort(np.array(val, dtype=np.int64))
-    fit = np.setdiff1d(np.arange(len(labels)), val)
-    return fit, val
+    held = dict.fromkeys(total, 0)
+    val: list[int] = []
+    for c in classes.tolist():
+        own = homes.get(c, [])
+        for j in rng.permutation(len(own)):
+            count = counts[own[j]]
+            closer = abs(target[c] - held[c] - count[c]) < abs(target[c] - held[c])
+            if closer and all(held[k] + m < total[k] for k, m in count.items()):
+                for k, m in count.items():
+                    held[k] += m
+                val.extend(members[own[j]])
+    val_idx = np.sort(np.array(val, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(labels)), val_idx), val_idx
+
+
+def no_validation_reason(labels: np.ndarray, fraction: float, groups: Sequence[str | None] | None = None) -> str:
+    """Why `stratified_split` held nothing out: too few videos (or groups) per class, or a fraction too small,
+    with the smallest fraction that would hold one out."""
+    labels = np.asarray(labels)
+    sizes: dict[object, dict[tuple, int]] = {}
+    for label, key in zip(labels.tolist(), _group_keys(len(labels), groups), strict=True):
+        sizes.setdefault(label, {}).setdefault(key, 0)
+        sizes[label][key] += 1
+    unit = "groups" if groups is not None and any(g is not None for g in groups) else "videos"
+    # a group of g videos is held out once round(fraction * n) > g / 2
+    needed = [(min(s.values()) // 2 + 0.5) / sum(s.values()) for s in sizes.values() if len(s) > 1]
+    if not needed:
+        return f"no class has train videos in two {unit}, so no validation split can be held out"
+    smallest = math.ceil(min(needed) * 1000) / 1000
+    return (f"val_fraction {fraction:g} holds out no validation video in any class ({len(labels)} train videos in "
+            f"{len(sizes)} classes); the smallest val_fraction that holds one out is {smallest:g}")
+
+
+def split_record(groups: Sequence[str | None] | None, val: np.ndarray) -> dict:
+    """What a record says about its validation split: how it was cut and which groups were held out."""
+    if groups is None or all(g is None for g in groups):
+        return {"val_split": "stratified by class (the dataset defines no groups)", "val_groups": None}
+    return {"val_split": "stratified by class, disjoint by group",
+            "val_groups": sorted({str(groups[i]) for i in val if groups[i] is not None})}
 
 
 def video_vectors(file: EmbeddingFile, chunk_rows: int = 8192) -> np.ndarray:
@@ -77,6 +132,10 @@ class ProbeInput:
             raise ProbeError(f"{self.path}: no embedded clips in split '{name}'")
         return items
 
+    def groups(self, role: str) -> list[str | None]:
+        """The group of each item of a role's split (as `items` orders them): None where the dataset defines none."""
+        return [item.group for item in self.items(role)]
+
     def split(self, role: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(ids, vectors, class indices) of the card's split for a role."""
         items = self.items(role)
@@ -100,7 +159,7 @@ def conformance_notes(file: EmbeddingFile, protocol: Protocol, manifest: Manifes
     if file.header.manifest_hash != manifest.hash:
         source = f"{data_root} resolves to" if data_root is not None else "the card's manifest has"
         notes.append(f"{path} was extracted from a manifest with hash {file.header.manifest_hash[:12]} but "
-                     f"{source} {manifest.hash[:12]} (different clips, labels or splits)")
+                     f"{source} {manifest.hash[:12]} (different clips, labels, splits or groups)")
     needed = {item.id for name in set(protocol.splits.values()) for item in manifest.split(name)}
     missing = sorted(needed - file.id_set)
     if missing:

@@ -2,8 +2,9 @@
 
 Cosine similarity by exact inner-product search; each of the k nearest train videos
 votes for its class with weight exp(sim / T). Neighbour ties break toward the lower
-train index and vote ties toward the lower class index, so the answer is the same
-whatever faiss build or device computes it.
+train index and vote ties toward the lower class index; classes without a vote are
+never ranked (a top-5 of two voted classes has two entries). Exact ties give the same
+answer on every backend; near-ties follow each backend's floating-point rounding.
 """
 
 from __future__ import annotations
@@ -107,6 +108,13 @@ def vote(sims: np.ndarray, ids: np.ndarray, train_labels: np.ndarray, n_classes:
     return scores
 
 
+def voted_ranking(scores: np.ndarray, top: int) -> np.ndarray:
+    """The `top` highest-scoring classes per row (ties: lower class index), -1 where a class got no vote: a class
+    no neighbour voted for is not a guess, so it cannot fill a top-5 slot."""
+    ranked = ranked_classes(scores, top)
+    return np.where(np.take_along_axis(scores, ranked, axis=1) > 0, ranked, -1)
+
+
 def run(data: ProbeInput, config: Config, device: str = "cpu") -> ProbeOutcome:
     """Score the test split by kNN over the train split; returns metrics, chosen settings and predictions."""
     _, train_x, train_y = data.split("train")
@@ -116,7 +124,7 @@ def run(data: ProbeInput, config: Config, device: str = "cpu") -> ProbeOutcome:
     metrics, used, predictions = {}, {}, None
     for k in config.k:
         kk = min(k, len(train_y))
-        ranked = ranked_classes(vote(sims, ids, train_y, n_classes, kk, config.temperature), min(5, n_classes))
+        ranked = voted_ranking(vote(sims, ids, train_y, n_classes, kk, config.temperature), min(5, n_classes))
         top1 = topk_correct(ranked, test_y, 1)
         metrics[f"top1@k{k}"] = accuracy_estimate(top1)
         metrics[f"top5@k{k}"] = accuracy_estimate(topk_correct(ranked, test_y, 5))
@@ -126,8 +134,12 @@ def run(data: ProbeInput, config: Config, device: str = "cpu") -> ProbeOutcome:
             predictions = {"ids": test_ids, "label": [data.manifest.classes[c] for c in test_y],
                            "predicted": [data.manifest.classes[c] for c in ranked[:, 0]],
                            "value": top1.astype(int).tolist()}
+    capped = [k for k in config.k if used[str(k)] < k]
+    caveats = (f"k = {', '.join(map(str, capped))} capped at the {len(train_y)} train videos: each of those metrics "
+               f"votes with all {len(train_y)}",) if capped else ()
     return ProbeOutcome(f"top1@k{config.headline_k}", metrics,
-                        {"k_used": used, "temperature": config.temperature, "train_size": len(train_y)}, predictions)
+                        {"k_used": used, "temperature": config.temperature, "train_size": len(train_y)}, predictions,
+                        caveats)
 
 
 SPEC = ProbeSpec("knn", frozenset({Task.CLASSIFICATION}), Config, run)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import ProbeError
-from ..metrics import RANK, Estimate, estimate, share_estimate
+from ..metrics import RANK, Estimate, estimate, proportion_estimate
 from ..protocol import Task
 from .base import ProbeOutcome, ProbeSpec, positive_ints, sorted_unique
 from .common import ProbeInput, unit_rows
@@ -59,7 +59,8 @@ def ranks(queries: np.ndarray, gallery: np.ndarray, relevant: np.ndarray, device
 
 
 def _recall(rank: np.ndarray, k: int) -> Estimate:
-    return share_estimate(rank <= k)
+    """R@K: the share of queries whose match ranks within k, with Wilson's interval."""
+    return proportion_estimate(rank <= k)
 
 
 def _rank_stat(rank: np.ndarray, fn) -> Estimate:

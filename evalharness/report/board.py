@@ -8,8 +8,15 @@ csv, latex, json, html) and the CI gate read this model.
 
 from __future__ import annotations
 
-FRACTION = "fraction"  # the unit of shares in records (metrics.FRACTION), shown in percent
-NOTE = "Values in percent with 95% bootstrap CI and rank (a range where CIs overlap); * = non-conforming run."
+from ..metrics import FRACTION, INTERVALS
+
+
+def note(data: dict) -> str:
+    """The footnote of a table: units, how the intervals in it were computed, and what the marks mean."""
+    used = sorted({c["interval"] for row in data["rows"] for c in row["cells"].values()})
+    methods = "; ".join(f"{INTERVALS[m]}" for m in used) or INTERVALS["bootstrap"]
+    return (f"Shares in percent with a 95% CI ({methods}) and rank (a range where CIs overlap); "
+            "* = non-conforming run; \u2020 = the record states a caveat (such as k capped at the train size).")
 
 
 def model_name(record: dict) -> str:
@@ -28,6 +35,7 @@ def board(records: list[dict], metric: str = "headline") -> dict:
             cells.setdefault(model_name(r), {})[column] = {
                 "value": m["value"], "ci_low": m["ci_low"], "ci_high": m["ci_high"], "n": m["n"],
                 "higher_is_better": m["higher_is_better"], "unit": m["unit"],
+                "interval": m.get("interval", "bootstrap"), "caveat": bool(r.get("caveats")),
                 "conforming": r["conforming"], "protocol": r["protocol"], "protocol_version": r["protocol_version"],
                 "probe": r["probe"], "metric": name, "extraction_hash": r["extraction_hash"],
                 "probe_hash": r["probe_hash"], "manifest_hash": r["manifest_hash"]}
@@ -54,8 +62,8 @@ def _rank(cells: list[dict]) -> None:
 
 
 def cell_text(cell: dict) -> str:
-    """A cell as people read it: value [CI] #rank, shares in percent, * when non-conforming."""
+    """A cell as people read it: value [CI] #rank, shares in percent, * when non-conforming, \u2020 with a caveat."""
     scale = 100 if cell["unit"] == FRACTION else 1
     rank = f"{cell['rank_low']}" if cell["rank_low"] == cell["rank_high"] else f"{cell['rank_low']}-{cell['rank_high']}"
     return (f"{scale * cell['value']:.1f} [{scale * cell['ci_low']:.1f}, {scale * cell['ci_high']:.1f}] #{rank}"
-            + ("" if cell["conforming"] else " *"))
+            + ("" if cell["conforming"] else " *") + (" \u2020" if cell.get("caveat") else ""))

@@ -6,7 +6,7 @@ import base64
 import html
 import io
 
-from .board import NOTE, cell_text
+from .board import cell_text, note
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
@@ -103,4 +103,4 @@ def page(data: dict, title: str = "evalharness leaderboard") -> str:
     return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<table class=\"sortable\" id=\"leaderboard\"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            f"<p>{html.escape(NOTE)} Click a column header to sort.</p>{figures}<script>{_SCRIPT}</script></body></html>")
+            f"<p>{html.escape(note(data))} Click a column header to sort.</p>{figures}<script>{_SCRIPT}</script></body></html>")

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 from tabulate import tabulate
 
-from .board import NOTE, cell_text
+from .board import cell_text, note
 
 FORMATS = ("markdown", "csv", "latex", "html", "json")
 
@@ -25,8 +25,8 @@ def frame(data: dict) -> pd.DataFrame:
 
 def long_rows(data: dict) -> list[dict]:
     """One row per model and column with every number and hash: what csv holds and `check` reads."""
-    keys = ("value", "ci_low", "ci_high", "n", "higher_is_better", "unit", "rank_low", "rank_high", "conforming",
-            "extraction_hash", "probe_hash", "manifest_hash")
+    keys = ("value", "ci_low", "ci_high", "interval", "n", "higher_is_better", "unit", "rank_low", "rank_high",
+            "conforming", "caveat", "extraction_hash", "probe_hash", "manifest_hash")
     return [{"model": row["model"], "column": column, **{k: row["cells"][column][k] for k in keys}}
             for row in data["rows"] for column in data["columns"] if column in row["cells"]]
 
@@ -49,4 +49,4 @@ def render(data: dict, fmt: str = "markdown") -> str:
     table = frame(data)
     if fmt == "latex":
         return tabulate(table, headers="keys", tablefmt="latex_booktabs")
-    return tabulate(table, headers="keys", tablefmt="github") + ("\n\n" + NOTE if len(table) else "")
+    return tabulate(table, headers="keys", tablefmt="github") + ("\n\n" + note(data) if len(table) else "")

@@ -10,6 +10,7 @@ import click
 import yaml
 
 from .errors import ChunkingError, HarnessError, OtherRunError, TooLargeError
+from .untrusted import one_line, shown
 
 
 def _size(value: str) -> int:
@@ -26,7 +27,8 @@ def score_line(record: dict) -> str:
     """A record's headline as one line: shares in percent, ranks as they are, with the interval."""
     head = record["metrics"][record["headline"]]
     scale, digits = (100, 2) if head["unit"] == "fraction" else (1, 1)
-    return (f"{record['model']} {record['protocol']} {record['probe']} {record['headline']}: "
+    return (f"{shown(record['model'])}{'@' + shown(record['model_revision']) if record['model_revision'] else ''} "
+            f"{shown(record['protocol'])} {record['probe']} {shown(record['headline'])}: "
             f"{scale * head['value']:.{digits}f} [{scale * head['ci_low']:.{digits}f}, {scale * head['ci_high']:.{digits}f}]")
 
 
@@ -266,7 +268,7 @@ def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, 
         path = write_record(record, results)
         click.echo(f"{score_line(record)} -> {path}")
         for caveat in record["caveats"]:
-            click.echo(f"  caveat: {caveat}")
+            click.echo(f"  caveat: {one_line(caveat)}")
 
     protocol = load_protocol(card)
     options = {"workers": workers, "quiet": quiet, "micro_batch": micro_batch,
@@ -284,17 +286,19 @@ def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, 
 @click.argument("result_b", type=click.Path(dir_okay=False, path_type=Path))
 def compare(result_a: Path, result_b: Path) -> None:
     """Paired comparison of two result records of the same protocol and probe (bootstrap CI, McNemar)."""
+    from .report.escape import markdown
     from .results import compare_records, load_record
 
     a, b = load_record(result_a), load_record(result_b)
     out = compare_records(a, b)
     d = out["difference"]
-    click.echo(f"| {out['metric']} | {a['model']} | {b['model']} | A - B [95% CI] | McNemar p |")
+    scale = 100 if d.unit == "fraction" else 1
+    click.echo(f"| {markdown(out['metric'])} | {markdown(a['model'])} | {markdown(b['model'])} | A - B [95% CI] | McNemar p |")
     click.echo("|---|---|---|---|---|")
     mcnemar = out.get("mcnemar")
     p = f"{mcnemar['p_value']:.4g} ({mcnemar['only_a']} vs {mcnemar['only_b']} discordant)" if mcnemar else "n/a"
-    click.echo(f"| {a['protocol']} {a['probe']} (n={d.n}) | {100 * out['a']:.2f} | {100 * out['b']:.2f} | "
-               f"{100 * d.value:+.2f} [{100 * d.ci_low:+.2f}, {100 * d.ci_high:+.2f}] | {p} |")
+    click.echo(f"| {markdown(a['protocol'])} {a['probe']} (n={d.n}) | {scale * out['a']:.2f} | {scale * out['b']:.2f} | "
+               f"{scale * d.value:+.2f} [{scale * d.ci_low:+.2f}, {scale * d.ci_high:+.2f}] | {p} |")
 
 
 class _ShowByDefault(click.Group):
@@ -356,7 +360,11 @@ def submit(file: Path, folder: Path, dry_run: bool) -> None:
     for record in run(file, folder, dry_run):
         click.echo(f"{'would score' if dry_run else 'scored'} {score_line(record)}")
         for caveat in record["caveats"]:
-            click.echo(f"  caveat: {caveat}")
+            click.echo(f"  caveat: {one_line(caveat)}")
+        replaced = record["embedding_file"].get("replaced")
+        if replaced:
+            click.echo(f"  replaced the entry of the same model, revision and card made {replaced['created_utc']} "
+                       f"(file sha256 {str(replaced['sha256'])[:12]})")
     if not dry_run:
         click.echo(f"tables rebuilt in {folder}")
 
@@ -407,12 +415,9 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except HarnessError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted; run the same command again to resume", err=True)
         sys.exit(130)
-    except (OSError, json.JSONDecodeError) as exc:
-        click.echo(f"error: {exc}", err=True)
+    except (HarnessError, OSError, json.JSONDecodeError) as exc:
+        click.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(1)

@@ -11,8 +11,9 @@ from .datasets.synthetic import SynthConfig, generate
 from .extract import ExtractConfig, extract
 from .progress import bar
 from .report import board, render
-from .results import slug, write_record
+from .results import write_record
 from .scoring import score
+from .untrusted import folder_name
 
 MODELS = ("builtin:pixels", "builtin:stats")
 CARDS = ("synthetic-appearance", "synthetic-motion", "synthetic-motion-tokens")
@@ -32,7 +33,7 @@ def run_demo(out: str | Path, workers: int = 2, quiet: bool = False, echo: Calla
     for card in CARDS:
         protocol = load_protocol(card)
         for model in MODELS:
-            path = out / "embeddings" / slug(model) / f"{card}.h5"
+            path = out / "embeddings" / folder_name(model, "") / f"{card}.h5"
             summary = extract(model, protocol, data, path, ExtractConfig(batch_size=16, workers=workers, quiet=quiet))
             echo(f"embeddings {model} {card}: {path} ({summary.embedded} clips, {summary.clips_per_second:.1f} clips/s)")
             for record in score(path, protocol, data_root=data):

@@ -8,6 +8,7 @@ ranks).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from .errors import HarnessError
 from .metrics import FRACTION, INTERVALS, RANK, UNITS, mcnemar_exact, paired_difference
 from .probes import ProbeOutcome
 from .protocol import Protocol
+from .untrusted import folder_name, name_problem
 
 FORMAT = "evalharness.result"
 SCHEMA_VERSION = 2
@@ -30,6 +32,7 @@ REQUIRED = {
     "embedding_file": dict, "probe": str, "config": dict, "chosen": dict, "headline": str, "metrics": dict,
     "conforming": bool, "harness_version": str, "environment": dict, "timings": dict, "created_utc": str,
 }
+MAX_RECORD_BYTES = 256 << 20  # a record of Kinetics-400's 19,906 test clips with top-5 predictions of 3 seeds is ~10 MB
 # what schema v1 wrote as ranks (lower is better), by probe; every other v1 metric is a share (v1 records carry
 # neither direction nor unit of their own)
 V1_RANKS = {"retrieval": {"t2v_MdR", "t2v_MnR", "v2t_MdR", "v2t_MnR"}}
@@ -54,13 +57,13 @@ def make_record(*, model: str, model_revision: str, protocol: Protocol, manifest
     }
 
 
-def slug(text: str) -> str:
-    """A file-system-safe name for a model id such as `hf:MCG-NJU/videomae-base`."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
-
-
 def record_path(results_dir: Path, record: dict) -> Path:
-    return Path(results_dir) / slug(record["model"]) / record["protocol"] / f"{record['probe']}.json"
+    """results/<model folder>/<protocol>/<probe>.json, the model folder unique to model@revision (untrusted.folder_name)."""
+    for key, pattern in (("protocol", r"[a-z0-9][a-z0-9._-]*"), ("probe", r"[a-z]+")):
+        if not re.fullmatch(pattern, record[key]):
+            raise HarnessError(f"record {key} {record[key]!r} cannot name a folder")
+    return (Path(results_dir) / folder_name(record["model"], record["model_revision"]) / record["protocol"]
+            / f"{record['probe']}.json")
 
 
 def _upgrade_v1(record: dict) -> dict:
@@ -73,43 +76,93 @@ def _upgrade_v1(record: dict) -> dict:
     return record
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _metric_problem(metric: object) -> str | None:
-    """Why a record's metric entry is malformed, or None."""
+    """Why a record's metric entry is malformed or impossible, or None."""
     if not isinstance(metric, dict):
         return "not a mapping"
     for key in ("value", "ci_low", "ci_high"):
-        if isinstance(metric.get(key), bool) or not isinstance(metric.get(key), (int, float)):
-            return f"'{key}' is not a number"
-    if isinstance(metric.get("n"), bool) or not isinstance(metric.get("n"), int):
-        return "'n' is not an integer"
+        if not _number(metric.get(key)):
+            return f"'{key}' is not a finite number"
+    if isinstance(metric.get("n"), bool) or not isinstance(metric.get("n"), int) or metric["n"] < 1:
+        return "'n' is not a positive integer"
     if not isinstance(metric.get("higher_is_better"), bool):
         return "'higher_is_better' is not true or false"
     if metric.get("unit") not in UNITS:
         return f"'unit' is not one of {', '.join(UNITS)}"
     if metric.get("interval", "bootstrap") not in INTERVALS:
         return f"'interval' is not one of {', '.join(INTERVALS)}"
+    low, value, high = metric["ci_low"], metric["value"], metric["ci_high"]
+    if low > high:
+        return f"its interval [{low}, {high}] is upside down"
+    if metric["unit"] == FRACTION and not all(0 <= x <= 1 for x in (low, value, high)):
+        return "a share outside [0, 1]"
+    if metric["unit"] == RANK and min(low, value) < 1:
+        return "a rank below 1"
+    return None
+
+
+def _predictions_problem(predictions: object) -> str | None:
+    """Why a record's per-item predictions are malformed (ids unique strings, every list as long as ids), or None."""
+    if predictions is None:
+        return None
+    if not isinstance(predictions, dict) or not isinstance(predictions.get("ids"), list):
+        return "not a mapping with a list of ids"
+    ids = predictions["ids"]
+    if not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+        return "ids are not unique strings"
+    for key, values in predictions.items():
+        if not isinstance(values, list) or len(values) != len(ids):
+            return f"'{key}' is not a list as long as ids"
+    if not all(_number(v) for v in predictions.get("value", [])):
+        return "'value' holds something other than finite numbers"
+    return None
+
+
+def _names_problem(record: dict) -> str | None:
+    """Why a name a table would show (model, revision, protocol, probe, metric names) cannot be one, or None."""
+    for key, empty in (("model", False), ("model_revision", True), ("protocol", False), ("probe", False)):
+        problem = name_problem(record[key], f"'{key}'", empty)
+        if problem:
+            return problem
+    for name in record["metrics"]:
+        problem = name_problem(name, "a metric name")
+        if problem:
+            return problem
     return None
 
 
 def check_record(record: object, where: str) -> dict:
-    """Schema check of a loaded record (v1 upgraded on the way); problems name the file and the field."""
+    """Schema check of a loaded record (v1 upgraded on the way): types, names a table can show, finite numbers in
+    their ranges, predictions of equal length; problems name the file and the field."""
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise HarnessError(f"{where}: not an evalharness result record")
     if record.get("schema_version") == 1:
         record = _upgrade_v1(record)
     if record.get("schema_version") != SCHEMA_VERSION:
-        raise HarnessError(f"{where}: schema_version {record.get('schema_version')!r}, this harness reads {SCHEMA_VERSION}")
+        raise HarnessError(f"{where}: schema_version {record.get('schema_version')!r:.40}, this harness reads {SCHEMA_VERSION}")
     for key, kind in REQUIRED.items():
         if not isinstance(record.get(key), kind) or (kind is int and isinstance(record.get(key), bool)):
             raise HarnessError(f"{where}: field '{key}' missing or not a {kind.__name__}")
+    if record["protocol_version"] < 1:
+        raise HarnessError(f"{where}: field 'protocol_version' is not a positive integer")
     if not isinstance(record.get("caveats", []), list) or not all(isinstance(c, str) for c in record.get("caveats", [])):
         raise HarnessError(f"{where}: field 'caveats' is not a list of strings")
+    problem = _names_problem(record)
+    if problem:
+        raise HarnessError(f"{where}: {problem}")
     if record["headline"] not in record["metrics"]:
-        raise HarnessError(f"{where}: headline metric '{record['headline']}' missing")
+        raise HarnessError(f"{where}: headline metric missing")
     for name, metric in record["metrics"].items():
         problem = _metric_problem(metric)
         if problem:
-            raise HarnessError(f"{where}: metric '{name}' is malformed ({problem})")
+            raise HarnessError(f"{where}: metric {name!r} is malformed ({problem})")
+    problem = _predictions_problem(record.get("predictions"))
+    if problem:
+        raise HarnessError(f"{where}: field 'predictions' is malformed ({problem})")
     return record
 
 
@@ -124,12 +177,20 @@ def write_record(record: dict, results_dir: str | Path) -> Path:
 
 
 def load_record(path: str | Path) -> dict:
+    """A record from a JSON file of at most MAX_RECORD_BYTES, checked (any file may be hostile)."""
     path = Path(path)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HarnessError(f"{path}: unreadable result record ({exc})") from None
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            raise HarnessError(f"{path}: {path.stat().st_size} bytes, larger than any result record "
+                               f"({MAX_RECORD_BYTES} at most)")
+        record = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise HarnessError(f"{path}: unreadable result record ({str(exc)[:200]})") from None
     return check_record(record, str(path))
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
 
 
 def check_against_card(record: dict, where: str) -> None:

@@ -28,10 +28,11 @@ from .errors import HarnessError, StoreError
 from .locking import locked
 from .protocol import Protocol
 from .report import board, render
-from .results import find_records, slug, write_record
+from .results import find_records, load_record, record_path, write_record
 from .scoring import score
 from .store import write_canonical
 from .store.checks import READ_ERRORS, unreadable
+from .untrusted import check_name, folder_name, shown
 
 CONFIG = "leaderboard.json"
 DEFAULT_MAX_BYTES = 64 << 30
@@ -113,7 +114,8 @@ def _child(path: Path, copy_to: Path) -> dict:
         return {"problems": [str(exc)]}
     except READ_ERRORS as exc:
         return {"problems": [f"{path}: {unreadable(exc)}"]}
-    return {"problems": [], "protocol": header.protocol, "model": header.model, "items": items}
+    return {"problems": [], "protocol": header.protocol, "model": header.model, "revision": header.model_revision,
+            "items": items}
 
 
 def submit(path: str | Path, folder: str | Path, dry_run: bool = False) -> list[dict]:
@@ -131,33 +133,65 @@ def submit(path: str | Path, folder: str | Path, dry_run: bool = False) -> list[
         verdict = check_in_child(path, canonical)
         if verdict["problems"]:
             raise HarnessError(verdict["problems"][0])
+        check_name(verdict["model"], "model name", str(path))
+        check_name(verdict["revision"], "model revision", str(path), empty=True)
         if verdict["protocol"] not in config["protocols"]:
-            raise HarnessError(f"{path}: protocol '{verdict['protocol']}' is not on this leaderboard "
+            raise HarnessError(f"{path}: protocol {shown(verdict['protocol'])} is not on this leaderboard "
                                f"(it has: {', '.join(config['protocols'])})")
         protocol, manifest = stored_card(folder, verdict["protocol"])
         records = score(canonical, protocol, manifest=manifest, values_checked=True, shown_as=path)
         if dry_run:
             return records
         with locked(folder):
-            stored = folder / "submissions" / f"{slug(verdict['model'])}--{protocol.name}.h5"
-            stored.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(canonical, stored.with_name(stored.name + ".tmp"))
-            os.replace(stored.with_name(stored.name + ".tmp"), stored)
-            for record in records:
-                record["embedding_file"]["path"] = str(stored)
-                write_record(record, folder / "results")
-            rebuild(folder)
+            _publish(folder, canonical, records)
     return records
 
 
-def rebuild(folder: Path) -> None:
-    """Render the folder's tables (markdown, html, json, csv) from all its results, each written atomically."""
-    data = board(find_records([folder / "results"]))
-    for fmt, name in (("markdown", "leaderboard.md"), ("html", "leaderboard.html"), ("json", "table.json"),
-                      ("csv", "table.csv")):
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(render(data, fmt) + "\n", encoding="utf-8")
-        os.replace(tmp, folder / name)
+def _publish(folder: Path, canonical: Path, records: list[dict]) -> None:
+    """Store the canonical file and the records, replacing an earlier entry of the same model@revision and card
+    (each new record names the file and time it replaced), and the tables; every table is rendered before
+    anything is written, so a record that cannot be shown changes nothing."""
+    first = records[0]
+    stored = folder / "submissions" / f"{folder_name(first['model'], first['model_revision'])}--{first['protocol']}.h5"
+    for record in records:
+        record["embedding_file"]["path"] = str(stored)
+        old = record_path(folder / "results", record)
+        if old.is_file():
+            earlier = load_record(old)
+            record["embedding_file"]["replaced"] = {"sha256": earlier["embedding_file"].get("sha256"),
+                                                    "created_utc": earlier["created_utc"]}
+    kept = [r for r in _records(folder) if record_path(folder / "results", r) not in
+            {record_path(folder / "results", new) for new in records}]
+    tables = _tables(kept + records)
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(canonical, stored.with_name(stored.name + ".tmp"))
+    os.replace(stored.with_name(stored.name + ".tmp"), stored)
+    for record in records:
+        write_record(record, folder / "results")
+    _write_tables(folder, tables)
+
+
+def _records(folder: Path) -> list[dict]:
+    """Every record of the folder (none yet is not an error here)."""
+    results = folder / "results"
+    return find_records([results]) if any(results.rglob("*.json")) else []
+
+
+TABLES = (("markdown", "leaderboard.md"), ("html", "leaderboard.html"), ("json", "table.json"), ("csv", "table.csv"))
+
+
+def _tables(records: list[dict]) -> dict[str, str]:
+    """The four tables' texts by file name."""
+    data = board(records)
+    return {name: render(data, fmt) + "\n" for fmt, name in TABLES}
+
+
+def _write_tables(folder: Path, tables: dict[str, str]) -> None:
+    """Each table written beside its final name, then all four moved into place together."""
+    for name, text in tables.items():
+        (folder / f".{name}.tmp").write_text(text, encoding="utf-8")
+    for name in tables:
+        os.replace(folder / f".{name}.tmp", folder / name)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "evalharness"
 
 # room -> (its modules, as prefixes of dotted names under evalharness), and the rooms it may import besides itself
 ROOMS = {
-    "foundation": ({"", "errors", "checksum", "environment", "progress", "locking", "distributed"}, set()),
+    "foundation": ({"", "errors", "checksum", "environment", "progress", "locking", "distributed", "untrusted"}, set()),
     "card model": ({"protocol"}, {"foundation"}),
     "pixels": ({"sampling", "video"}, {"card model", "foundation"}),
     "measures": ({"metrics", "masks"}, {"foundation"}),

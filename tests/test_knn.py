@@ -188,7 +188,8 @@ def test_probe_refuses_a_file_from_another_card(tmp_path):
     assert wrong.returncode == 1 and "was extracted under protocol hand v1" in wrong.stdout
     (root / "manifest.csv").write_text((root / "manifest.csv").read_text().replace("te0000,te0000.mp4,", "te9999,te9999.mp4,"))
     moved = validate("-p", tmp_path / "hand.yaml", "-d", root)
-    assert moved.returncode == 1 and "different clips, labels, splits or groups" in moved.stdout and "lacks 1 of the" in moved.stdout
+    assert moved.returncode == 1 and "lacks 1 of the" in moved.stdout
+    assert "different clips, labels, splits or groups" in moved.stdout
 
 
 def test_faiss_and_torch_paths_give_the_same_neighbours():

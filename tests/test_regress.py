@@ -9,6 +9,7 @@ from evalharness.errors import HarnessError
 from evalharness.report import board, long_rows, render
 from evalharness.report.regress import compare
 from evalharness.results import find_records, load_record, write_record
+from evalharness.untrusted import folder_name
 
 from helpers import build_file, clustered, probe
 
@@ -100,13 +101,13 @@ def test_check_fails_on_a_missing_row(results, tmp_path):
     cli("check", results, "--baseline", baseline, "--update")
     only_good = tmp_path / "only"
     only_good.mkdir()
-    (only_good / "knn.json").write_text((results / "good" / "hand" / "knn.json").read_text())
+    (only_good / "knn.json").write_text((results / folder_name("good", "") / "hand" / "knn.json").read_text())
     missing = cli("check", only_good, "--baseline", baseline)
     assert missing.returncode == 1 and "**missing**" in missing.stdout
 
 
 def test_records_that_contradict_their_shipped_card_are_refused(results, tmp_path):
-    record = json.loads((results / "good" / "hand" / "knn.json").read_text())
+    record = json.loads((results / folder_name("good", "") / "hand" / "knn.json").read_text())
     record["protocol"] = "synthetic-motion"
     (tmp_path / "forged.json").write_text(json.dumps(record))
     out = cli("leaderboard", tmp_path / "forged.json")
@@ -114,7 +115,7 @@ def test_records_that_contradict_their_shipped_card_are_refused(results, tmp_pat
 
 
 def test_v1_records_load_with_the_directions_and_units_v1_wrote(results, tmp_path):
-    record = json.loads((results / "good" / "hand" / "knn.json").read_text())
+    record = json.loads((results / folder_name("good", "") / "hand" / "knn.json").read_text())
     record.update(schema_version=1, probe="retrieval", headline="t2v_R@1")
     head = {k: record["metrics"]["top1@k10"][k] for k in ("value", "ci_low", "ci_high", "n")}
     record["metrics"] = {"t2v_R@1": head, "t2v_MdR": {"value": 3.0, "ci_low": 2.0, "ci_high": 4.0, "n": 100}}

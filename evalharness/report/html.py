@@ -7,6 +7,8 @@ import html
 import io
 
 from .board import cell_text, note
+from .escape import html as html_text
+from .escape import plot
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
@@ -61,8 +63,8 @@ def _plots(data: dict) -> list[tuple[str, str]]:
             values = [c["value"] for c in cells]
             errors = [[c["value"] - c["ci_low"] for c in cells], [c["ci_high"] - c["value"] for c in cells]]
             ax.bar(range(len(rows)), values, yerr=errors, capsize=4, color="#4c78a8")
-            ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=30, ha="right", fontsize=8)
-            ax.set_title(column, fontsize=8)
+            ax.set_xticks(range(len(rows)), [plot(r["model"]) for r in rows], rotation=30, ha="right", fontsize=8)
+            ax.set_title(plot(column, len(column)), fontsize=8)
         plots.append(("Headline metric per task, with 95% CI", _png(figure)))
         plt.close(figure)
     appearance = [c for c in columns if "appearance" in c]
@@ -74,9 +76,10 @@ def _plots(data: dict) -> list[tuple[str, str]]:
                 a, m = row["cells"][appearance[0]], row["cells"][motion[0]]
                 ax.errorbar(a["value"], m["value"], xerr=[[a["value"] - a["ci_low"]], [a["ci_high"] - a["value"]]],
                             yerr=[[m["value"] - m["ci_low"]], [m["ci_high"] - m["value"]]], fmt="o", capsize=3)
-                ax.annotate(row["model"], (a["value"], m["value"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
-        ax.set_xlabel(appearance[0], fontsize=8)
-        ax.set_ylabel(motion[0], fontsize=8)
+                ax.annotate(plot(row["model"]), (a["value"], m["value"]), fontsize=8, xytext=(4, 4),
+                            textcoords="offset points")
+        ax.set_xlabel(plot(appearance[0], len(appearance[0])), fontsize=8)
+        ax.set_ylabel(plot(motion[0], len(motion[0])), fontsize=8)
         ax.set_xlim(0, 1.05)
         ax.set_ylim(0, 1.05)
         plots.append(("Appearance against motion", _png(figure)))
@@ -86,10 +89,10 @@ def _plots(data: dict) -> list[tuple[str, str]]:
 
 def page(data: dict, title: str = "evalharness leaderboard") -> str:
     """The whole page as one string; nothing is fetched when it is viewed."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["model", *data["columns"], "coverage", "mean rank"])
+    head = "".join(f"<th>{html_text(c, len(c))}</th>" for c in ["model", *data["columns"], "coverage", "mean rank"])
     body = []
     for row in data["rows"]:
-        cells = [f'<td data-sort="{html.escape(row["model"])}">{html.escape(row["model"])}</td>']
+        cells = [f'<td data-sort="{html_text(row["model"], len(row["model"]))}">{html_text(row["model"])}</td>']
         for column in data["columns"]:
             cell = row["cells"].get(column)
             value = cell["value"] if cell else float("-inf")

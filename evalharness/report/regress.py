@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HarnessError
+from .escape import from_csv_cell, markdown
 from .tables import long_rows, render
 
 
@@ -21,7 +23,7 @@ class Comparison:
 
     @property
     def failed(self) -> bool:
-        return self.status in ("regressed", "missing", "protocol changed")
+        return self.status in ("regressed", "missing", "protocol changed", "not finite")
 
 
 def read_baseline(path: Path) -> dict[tuple[str, str], dict]:
@@ -35,7 +37,7 @@ def read_baseline(path: Path) -> dict[tuple[str, str], dict]:
                     for row in data["rows"] for column in data["columns"] if column in row["cells"]]
         else:
             with path.open(newline="", encoding="utf-8") as handle:
-                rows = list(csv.DictReader(handle))
+                rows = [{k: from_csv_cell(v) for k, v in row.items()} for row in csv.DictReader(handle)]
         return {(r["model"], r["column"]): {**r, "value": float(r["value"])} for r in rows}
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
         raise HarnessError(f"{path}: not a leaderboard table (json or csv) as the leaderboard writes them ({exc})") from None
@@ -51,6 +53,8 @@ def compare(current: dict, baseline: dict[tuple[str, str], dict], tolerance: flo
             status = "missing"
         elif base is None:
             status = "new"
+        elif not (math.isfinite(base["value"]) and math.isfinite(cur["value"])):
+            status = "not finite"
         elif (base["extraction_hash"], base["probe_hash"]) != (cur["extraction_hash"], cur["probe_hash"]):
             status = "protocol changed"
         else:
@@ -69,7 +73,8 @@ def markdown_report(rows: list[Comparison], tolerance: float) -> str:
     for r in rows:
         delta = f"{r.now - r.baseline:+.4f}" if r.now is not None and r.baseline is not None else ""
         mark = "**" if r.failed else ""
-        lines.append(f"| {r.model} | {r.column} | {fmt(r.baseline)} | {fmt(r.now)} | {delta} | {mark}{r.status}{mark} |")
+        lines.append(f"| {markdown(r.model)} | {markdown(r.column, len(r.column))} | {fmt(r.baseline)} | "
+                     f"{fmt(r.now)} | {delta} | {mark}{r.status}{mark} |")
     failed = sum(r.failed for r in rows)
     lines.append("")
     lines.append(f"{len(rows)} compared, {failed} failing (tolerance {tolerance} absolute)")

@@ -5,21 +5,25 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 
 import pandas as pd
 from tabulate import tabulate
 
 from .board import cell_text, note
+from .escape import csv_cell, display, markdown
 
 FORMATS = ("markdown", "csv", "latex", "html", "json")
 
 
-def frame(data: dict) -> pd.DataFrame:
-    """The display table: a row per model, a text cell per column, coverage and mean rank."""
-    table = pd.DataFrame([{"model": row["model"], **{c: cell_text(row["cells"][c]) if c in row["cells"] else ""
-                                                      for c in data["columns"]},
+def frame(data: dict, shown: Callable[..., str]) -> pd.DataFrame:
+    """The display table: a row per model, a text cell per column, coverage and mean rank; names (model names cut
+    to DISPLAY, column names whole, at most 200 characters each) pass through `shown`."""
+    columns = {c: shown(c, len(c)) for c in data["columns"]}
+    table = pd.DataFrame([{"model": shown(row["model"]),
+                           **{columns[c]: cell_text(row["cells"][c]) if c in row["cells"] else "" for c in columns},
                            "coverage": row["coverage"], "mean rank": f"{row['mean_rank']:.2f}"} for row in data["rows"]],
-                         columns=["model", *data["columns"], "coverage", "mean rank"])
+                         columns=["model", *columns.values(), "coverage", "mean rank"])
     return table.set_index("model")
 
 
@@ -31,6 +35,16 @@ def long_rows(data: dict) -> list[dict]:
             for row in data["rows"] for column in data["columns"] if column in row["cells"]]
 
 
+def _csv(data: dict) -> str:
+    """The long rows as csv; text cells that a spreadsheet would run as formulas are neutralised."""
+    out = io.StringIO()
+    rows = long_rows(data)
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["model", "column"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
+    return out.getvalue().rstrip("\n")
+
+
 def render(data: dict, fmt: str = "markdown") -> str:
     """The leaderboard model in one of FORMATS."""
     if fmt == "html":
@@ -38,15 +52,11 @@ def render(data: dict, fmt: str = "markdown") -> str:
 
         return page(data)
     if fmt == "json":
-        return json.dumps(data, indent=1, sort_keys=True)
+        return json.dumps(data, indent=1, sort_keys=True, allow_nan=False)
     if fmt == "csv":
-        out = io.StringIO()
-        rows = long_rows(data)
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["model", "column"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue().rstrip("\n")
-    table = frame(data)
-    if fmt == "latex":
-        return tabulate(table, headers="keys", tablefmt="latex_booktabs")
-    return tabulate(table, headers="keys", tablefmt="github") + ("\n\n" + note(data) if len(table) else "")
+        return _csv(data)
+    if fmt == "latex":  # tabulate's latex formats escape every special character themselves
+        return tabulate(frame(data, display), headers="keys", tablefmt="latex_booktabs", disable_numparse=True)
+    table = frame(data, markdown)
+    return (tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
+            + ("\n\n" + note(data) if len(table) else ""))

@@ -90,6 +90,7 @@ def manifest(card: str, data: Path, out: Path | None) -> None:
     """What a card resolves to under a data root (id, path, label, split, present), without decoding anything."""
     import csv
     import io
+    from collections import Counter
 
     from .cards import load_protocol
     from .datasets import resolve_manifest
@@ -109,6 +110,11 @@ def manifest(card: str, data: Path, out: Path | None) -> None:
         click.echo(buffer.getvalue().rstrip("\n"))
     click.echo(f"{len(resolved.items)} clips in {len(resolved.classes)} classes, {present} present, "
                f"{len(resolved.items) - present} missing", err=True)
+    counts = Counter((item.split, item.label or "") for item in resolved.items)
+    for split in sorted({item.split for item in resolved.items}):
+        per_class = {label: n for (s, label), n in sorted(counts.items()) if s == split}
+        click.echo(f"  {split}: {sum(per_class.values())} clips; "
+                   + ", ".join(f"{label or 'unlabelled'} {n}" for label, n in per_class.items()), err=True)
 
 
 @cli.command()

@@ -45,6 +45,7 @@ def test_kinetics400_val_counts_and_the_manifest_command(tmp_path, realdata):
     result = subprocess.run([sys.executable, "-m", "evalharness", "manifest", "-p", "k400-val-16x4", "-d", str(tmp_path),
                              "-o", str(tmp_path / "m.csv")], capture_output=True, text=True)
     assert result.returncode == 0 and "19907 clips in 400 classes, 1 present, 19906 missing" in result.stderr
+    assert "  train: 1 clips; abseiling 1" in result.stderr and "  val: 19906 clips; abseiling " in result.stderr
     lines = (tmp_path / "m.csv").read_text().splitlines()
     assert lines[0] == "id,path,label,split,present" and len(lines) == 19908
     assert any(line.startswith("R6llTwEh07w_000000_000010,") and line.endswith(",1") for line in lines)
@@ -93,3 +94,10 @@ def test_ssv2_official_json_layout(tmp_path, realdata):
 def test_missing_lists_are_a_clear_error(tmp_path, card):
     with pytest.raises(ManifestError, match="not found"):
         resolve_manifest(load_protocol(card), tmp_path)
+
+
+def test_a_split_the_card_does_not_use_is_an_error_in_a_users_manifest(tmp_path):
+    (tmp_path / "manifest.csv").write_text("id,path,label,split\na,a.mp4,x,train\nb,b.mp4,y,tset\nc,c.mp4,x,test\n")
+    with pytest.raises(ManifestError, match=r"manifest.csv line 3: id 'b' is in split 'tset', which the card does not "
+                                             r"use \(its splits: test, train\)"):
+        resolve_manifest(load_protocol("manifest-16x4"), tmp_path)

@@ -113,3 +113,10 @@ def test_literature_style_card_is_expressible():
     }
     p = parse_protocol(raw)
     assert p.views.total == 15 and p.frames.stride == 4
+
+
+def test_a_yaml_syntax_error_names_its_line_and_column(tmp_path):
+    card = tmp_path / "bad.yaml"
+    card.write_text("name: x\nversion: 1\ntask: [classification\nfoo: 1\n")
+    with pytest.raises(ProtocolError, match=r"bad.yaml: not valid YAML at line 4, column 4: expected ',' or ']'"):
+        load_protocol(card)

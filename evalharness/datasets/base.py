@@ -56,11 +56,12 @@ class Manifest:
 
 def build_manifest(root: Path, rows: list[dict], source: str, splits: Iterable[str],
                    classes: Iterable[str] | None = None, captions: dict[str, list[str]] | None = None,
-                   require_labels: bool = True, require_files: bool = False) -> Manifest:
+                   require_labels: bool = True, require_files: bool = False, strict_splits: bool = False) -> Manifest:
     """Validate rows {line, id, path, split, label, masks, group} and keep those in the card's splits.
 
-    Duplicate ids, labels outside `classes`, missing labels and (when required)
-    missing files are errors naming the row.
+    Duplicate ids, labels outside `classes`, missing labels, (when required) missing
+    files and (with `strict_splits`, for a user's own lists, where `tset` is a typo and
+    not a split to skip) a split the card does not use are errors naming the row.
     """
     wanted = set(splits)
     allowed = set(classes) if classes is not None else None
@@ -75,6 +76,9 @@ def build_manifest(root: Path, rows: list[dict], source: str, splits: Iterable[s
             raise ManifestError(f"{where}: duplicate id '{vid}' (first on line {seen[vid]})")
         seen[vid] = row["line"]
         if row["split"] not in wanted:
+            if strict_splits:
+                raise ManifestError(f"{where}: id '{vid}' is in split {row['split']!r}, which the card does not use "
+                                    f"(its splits: {', '.join(sorted(wanted))})")
             continue
         label = row.get("label") or None
         if require_labels and label is None:

@@ -9,8 +9,9 @@ from .base import Adapter, CardValueError, Manifest, build_manifest, check_types
 
 
 def load_csv_manifest(root: Path, dataset: dict, splits: list[str], require_labels: bool,
-                      require_files: bool, source_file: str = "manifest.csv") -> Manifest:
-    """Resolve a CSV manifest under `root` as a card's dataset block describes it."""
+                      require_files: bool, source_file: str = "manifest.csv", strict_splits: bool = False) -> Manifest:
+    """Resolve a CSV manifest under `root` as a card's dataset block describes it (`strict_splits`: a row in a
+    split the card does not use is an error, not skipped)."""
     path = root / dataset.get("file", source_file)
     label_column = dataset.get("label_column", "label")
     rows = read_csv_rows(path, ("id", "path", "split") + ((label_column,) if require_labels else ()))
@@ -25,11 +26,11 @@ def load_csv_manifest(root: Path, dataset: dict, splits: list[str], require_labe
         if stray:
             raise ManifestError(f"{captions_path}: caption for unknown video id '{stray[0]}'")
     return build_manifest(root, rows, str(path), splits, dataset.get("classes"), captions,
-                          require_labels, require_files or bool(dataset.get("require_files")))
+                          require_labels, require_files or bool(dataset.get("require_files")), strict_splits)
 
 
 def _resolve(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
-    return load_csv_manifest(root, dataset, splits, require_labels, require_files)
+    return load_csv_manifest(root, dataset, splits, require_labels, require_files, strict_splits=True)
 
 
 def _check(dataset: dict) -> None:

@@ -222,23 +222,31 @@ def merge(out: Path, parts: tuple[Path, ...]) -> None:
 @click.option("--protocol", "-p", "card", help="Also check the file against this card.")
 @click.option("--data", "-d", type=click.Path(path_type=Path), help="With --protocol: also check ids and manifest hash.")
 def validate(file: Path, card: str | None, data: Path | None) -> None:
-    """Check an embedding file; print each problem on one line and exit 1 if there are any."""
-    from .cards import load_protocol
-    from .datasets import resolve_manifest
-    from .probes.common import conformance_notes
-    from .store import EmbeddingFile, file_problems
+    """Check an embedding file (in a sandboxed child process); print each problem on one line and exit 1 if there
+    are any."""
+    from .store.sandbox import check_file
 
-    problems = file_problems(file)
+    problems = check_file(file)
     if not problems and card:
-        protocol = load_protocol(card)
-        manifest = resolve_manifest(protocol, data) if data is not None else None
-        with EmbeddingFile(file) as f:
-            problems += conformance_notes(f, protocol, manifest, data)
+        problems += _conformance(file, card, data)
     for problem in problems:
-        click.echo(problem)
+        click.echo(one_line(problem))
     if problems:
         sys.exit(1)
     click.echo(f"{file}: ok")
+
+
+def _conformance(file: Path, card: str, data: Path | None) -> list[str]:
+    """Where a file the sandbox has checked departs from a card (and from the manifest under `data`)."""
+    from .cards import load_protocol
+    from .datasets import resolve_manifest
+    from .probes.common import conformance_notes
+    from .store import EmbeddingFile
+
+    protocol = load_protocol(card)
+    manifest = resolve_manifest(protocol, data) if data is not None else None
+    with EmbeddingFile(file, check_values=False) as f:
+        return conformance_notes(f, protocol, manifest, data)
 
 
 @cli.command()
@@ -267,6 +275,7 @@ def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, 
     from .distributed import device_for_rank, rank_and_world
     from .results import write_record
     from .scoring import MismatchError, probes_for, score
+    from .store.sandbox import require_valid
 
     def publish(record: dict) -> None:
         if rank_and_world()[0] != 0:
@@ -279,9 +288,11 @@ def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, 
     protocol = load_protocol(card)
     options = {"workers": workers, "quiet": quiet, "micro_batch": micro_batch,
                **({"save_masks": save_masks} if save_masks is not None else {})}
+    names = probes_for(protocol, probe)
+    require_valid(file)
     try:
-        score(file, protocol, probes_for(protocol, probe), data_root=data, device=device_for_rank(device),
-              allow_mismatch=allow_mismatch,
+        score(file, protocol, names, data_root=data, device=device_for_rank(device),
+              allow_mismatch=allow_mismatch, values_checked=True,
               options=options, on_record=publish)
     except MismatchError as exc:
         raise HarnessError(f"{exc} (use --allow-mismatch to score anyway, marked non-conforming)") from None

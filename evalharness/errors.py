@@ -29,6 +29,10 @@ class ChunkingError(StoreError):
     """Parts of an unfinished run were cut into chunks of another size than the one asked for."""
 
 
+class BusyError(HarnessError):
+    """Another living run is writing the same output (its process, host and start are named)."""
+
+
 class TooLargeError(HarnessError):
     """What a run would write is beyond the size it was allowed."""
 

@@ -72,10 +72,14 @@ class Transform:
     crop: int | None
     interpolation: str = "bilinear"
     normalize: str | dict = "model"
+    long_multiple: int | None = None
 
     def as_dict(self) -> dict:
-        return {"resize_short": self.resize_short, "crop": self.crop,
-                "interpolation": self.interpolation, "normalize": self.normalize}
+        out = {"resize_short": self.resize_short, "crop": self.crop,
+               "interpolation": self.interpolation, "normalize": self.normalize}
+        if self.long_multiple is not None:
+            out["long_multiple"] = self.long_multiple
+        return out
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,8 @@ def _normalize(card: str, value: Any) -> str | dict:
 
 
 def _transform(card: str, raw: dict, views: Views) -> Transform:
-    check_keys(card, "transform", raw, {"resize_short", "crop", "interpolation", "normalize"}, {"resize_short"})
+    check_keys(card, "transform", raw, {"resize_short", "crop", "interpolation", "normalize", "long_multiple"},
+               {"resize_short"})
     short = _int(card, "transform.resize_short", raw["resize_short"], 8, 4096)
     crop = raw.get("crop", short)
     if crop is not None:
@@ -229,7 +234,12 @@ def _transform(card: str, raw: dict, views: Views) -> Transform:
     elif views.spatial != 1:
         raise ProtocolError(f"{where(card, 'views.spatial')} must be 1 when transform.crop is null (full frames)")
     interpolation = _choice(card, "transform.interpolation", raw.get("interpolation", "bilinear"), INTERPOLATIONS)
-    return Transform(short, crop, interpolation, _normalize(card, raw.get("normalize", "model")))
+    long_multiple = raw.get("long_multiple")
+    if long_multiple is not None:
+        long_multiple = _int(card, "transform.long_multiple", long_multiple, 2, short)
+        if crop is not None:
+            raise ProtocolError(f"{where(card, 'transform.long_multiple')} is for full frames (transform.crop null)")
+    return Transform(short, crop, interpolation, _normalize(card, raw.get("normalize", "model")), long_multiple)
 
 
 def _tokens(card: str, raw: Any, task: Task, frames: Frames) -> Tokens | None:

@@ -47,11 +47,19 @@ def frame_indices(frames: Frames, temporal_views: int, n: int) -> np.ndarray:
     return out.astype(np.int32)
 
 
-def resized_size(height: int, width: int, short: int) -> tuple[int, int]:
-    """Short side to `short`, long side scaled and rounded half up, in integers."""
+def resized_size(height: int, width: int, short: int, long_multiple: int | None = None) -> tuple[int, int]:
+    """Short side to `short`, long side scaled and rounded half up, in integers; with `long_multiple`, the scaled long
+    side floored to a multiple of it instead (DINO's video segmentation input: 854 x 480 -> 832 x 480)."""
     if height <= width:
-        return short, (2 * width * short + height) // (2 * height)
-    return (2 * height * short + width) // (2 * width), short
+        return short, _scaled_long(width, height, short, long_multiple)
+    return _scaled_long(height, width, short, long_multiple), short
+
+
+def _scaled_long(long: int, side: int, short: int, multiple: int | None) -> int:
+    """The long side once the short `side` becomes `short`: rounded half up, or floored to a multiple of `multiple`."""
+    if multiple is None:
+        return (2 * long * short + side) // (2 * side)
+    return long * short // (side * multiple) * multiple
 
 
 def crop_offsets(height: int, width: int, crop: int, spatial_views: int) -> list[tuple[int, int]]:

@@ -28,8 +28,18 @@ class ProbesFailed(ProbeError):
 
 
 def probes_for(protocol: Protocol, name: str) -> list[str]:
-    """The probes a command names: one, or `all` the card lists."""
-    return list(protocol.probes) if name == "all" else [name]
+    """The probes a command names: one the card defines, or `all` the card lists."""
+    names = list(protocol.probes) if name == "all" else [name]
+    _check_defined(protocol, names)
+    return names
+
+
+def _check_defined(protocol: Protocol, names: list[str]) -> None:
+    """ProbeError naming the first of `names` the card does not define."""
+    for name in names:
+        if name not in protocol.probes:
+            raise ProbeError(f"protocol {protocol.name} does not define probe '{name}' "
+                             f"(it has: {', '.join(protocol.probes) or 'none'})")
 
 
 def score(file: str | Path, protocol: Protocol, probes: list[str] | None = None, *, data_root: str | Path | None = None,
@@ -50,10 +60,7 @@ def score(file: str | Path, protocol: Protocol, probes: list[str] | None = None,
     if manifest is None and data_root is None:
         raise ProbeError(f"protocol {protocol.name}: scoring needs the labels, from a data root or a manifest")
     names = probes if probes is not None else list(protocol.probes)
-    for name in names:
-        if name not in protocol.probes:
-            raise ProbeError(f"protocol {protocol.name} does not define probe '{name}' "
-                             f"(it has: {', '.join(protocol.probes) or 'none'})")
+    _check_defined(protocol, names)
     started = time.perf_counter()
     with EmbeddingFile(file, check_values=not values_checked) as f:
         shown = Path(shown_as) if shown_as is not None else f.path

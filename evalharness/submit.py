@@ -2,22 +2,22 @@
 
 A leaderboard folder holds its protocol cards, the resolved manifests with the
 ground-truth labels, the canonical copies of accepted files, the result records and
-the rendered tables. A submitted embedding file is validated in a child process
-with memory and time limits, which also copies the accepted arrays into a canonical
-file of our own; only that copy is ever opened here. Scoring uses the folder's
-labels. Every write happens after acceptance, under a lock, so a rejection leaves
-the folder unchanged and two submissions cannot interleave.
+the rendered tables. A submitted embedding file is validated in a confined child
+process (`store.sandbox`: memory, CPU, wall time and written bytes limited, killed
+with us), which copies the manifest's rows and the groups the card's task reads into
+a canonical file of our own in a scratch folder inside the leaderboard folder, and
+scores that copy with the folder's labels; this process never opens an HDF5 file.
+Every write happens after acceptance, under a lock, in a folder checked to hold no
+links, so a rejection leaves the folder unchanged and two submissions cannot
+interleave.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
-import shutil
-import subprocess
+import stat
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -30,14 +30,16 @@ from .protocol import Protocol
 from .report import board, render
 from .results import find_records, load_record, record_path, write_record
 from .scoring import score
-from .store import write_canonical
+from .store import EmbeddingFile, Keep, Limits, write_canonical
 from .store.checks import READ_ERRORS, unreadable
+from .store.sandbox import Confinement, memory_problem, run_confined, scratch, seconds_for
 from .untrusted import check_name, folder_name, shown
 
 CONFIG = "leaderboard.json"
 DEFAULT_MAX_BYTES = 64 << 30
 CHILD_MEMORY = 8 << 30
-CHILD_SECONDS = 600
+CHILD_SECONDS = 3600  # checking, copying and scoring, plus a second per 10 MB of file
+SCRATCH = ".scratch"
 
 
 def init(folder: str | Path, cards: list[str], data_root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
@@ -83,39 +85,68 @@ def stored_card(folder: Path, name: str) -> tuple[Protocol, Manifest]:
     return protocol, manifest
 
 
-def _limits(memory: int, seconds: int):
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    return apply
+def _check_tree(folder: Path) -> None:
+    """Raise HarnessError unless every entry under a leaderboard folder is a real folder or a regular file: a
+    symbolic link planted where we write (a temporary name, the lock, a subfolder) would redirect the write outside
+    the folder, and a FIFO would block it. The scratch folder's contents (fresh private folders, written and swept
+    by submissions running now) are not walked, nor is an entry another submission renames meanwhile."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root) / name
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                continue
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file or folder"
+                raise HarnessError(f"{path} is {kind}; a leaderboard folder holds only real files and folders "
+                                   "(remove it)")
+        if Path(root) == folder:
+            dirs[:] = [name for name in dirs if name != SCRATCH]
 
 
-def check_in_child(path: Path, copy_to: Path, memory: int = CHILD_MEMORY, seconds: int = CHILD_SECONDS) -> dict:
-    """Validate a hostile file in a limited child process that also writes the canonical copy."""
+def check_in_child(path: Path, folder: Path, copy_to: Path, max_bytes: int) -> dict:
+    """Validate, copy and score a hostile file in a confined child (see `_child`); its problems, or its model,
+    revision, protocol, clip count and records. The child may write at most the copy (`max_bytes` of data, plus
+    HDF5's own overhead)."""
+    confinement = Confinement(CHILD_MEMORY, seconds_for(path, CHILD_SECONDS), max_bytes + (64 << 20))
+    return run_confined(["-m", "evalharness.submit", str(path), str(folder), str(copy_to)], path, confinement)
+
+
+def _card_of(path: Path, folder: Path, limits: Limits) -> tuple[Protocol, Manifest]:
+    """The folder's card and manifest of the protocol a file names (checked on open); another protocol is refused."""
+    config = _config(folder)
+    with EmbeddingFile(path, limits, check_values=False) as f:
+        name = f.header.protocol
+    if name not in config["protocols"]:
+        raise HarnessError(f"{path}: protocol {shown(name)} is not on this leaderboard "
+                           f"(it has: {', '.join(config['protocols'])})")
+    return stored_card(folder, name)
+
+
+def _child(path: Path, folder: Path, copy_to: Path) -> dict:
+    """In the child: the file's protocol must be the folder's; every check of the reader is made while the
+    manifest's rows and the groups the card's task reads are copied into a file of our own (one read of the
+    values), within the folder's size limit counted uncompressed; the copy is then scored with the folder's labels
+    (a file of another card or manifest, or lacking clips, is refused there)."""
+    limits = Limits(data_bytes=_config(folder)["max_file_bytes"])
     try:
-        result = subprocess.run([sys.executable, "-m", "evalharness.submit", str(path), str(copy_to)],
-                                capture_output=True, text=True, timeout=seconds, preexec_fn=_limits(memory, seconds),
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
-    except subprocess.TimeoutExpired:
-        raise HarnessError(f"{path}: validation took longer than {seconds} s") from None
-    if result.returncode != 0 or not result.stdout.strip():
-        reason = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-        raise HarnessError(f"{path}: validation failed in the sandbox ({reason[:200]})")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def _child(path: Path, copy_to: Path) -> dict:
-    """In the child: every check of the reader, made while copying the arrays we accept into a file of our own
-    (one read of the values)."""
-    try:
-        header, items = write_canonical(path, copy_to)
+        protocol, manifest = _card_of(path, folder, limits)
+        header, items = write_canonical(path, copy_to, Keep.for_card(protocol, manifest.ids), limits)
     except StoreError as exc:
         return {"problems": [str(exc)]}
     except READ_ERRORS as exc:
         return {"problems": [f"{path}: {unreadable(exc)}"]}
+    except MemoryError:
+        return {"problems": [memory_problem(path)]}
+    try:
+        records = score(copy_to, protocol, manifest=manifest, values_checked=True, shown_as=path)
+    except HarnessError as exc:
+        return {"problems": [str(exc)]}
+    except MemoryError:
+        return {"problems": [memory_problem(path)]}
     return {"problems": [], "protocol": header.protocol, "model": header.model, "revision": header.model_revision,
-            "items": items}
+            "items": items, "records": records}
 
 
 def submit(path: str | Path, folder: str | Path, dry_run: bool = False) -> list[dict]:
@@ -128,21 +159,19 @@ def submit(path: str | Path, folder: str | Path, dry_run: bool = False) -> list[
     if path.stat().st_size > config["max_file_bytes"]:
         raise HarnessError(f"{path}: {path.stat().st_size} bytes, more than this leaderboard accepts "
                            f"({config['max_file_bytes']})")
-    with tempfile.TemporaryDirectory(prefix="evalharness-submit-") as tmp:
-        canonical = Path(tmp) / "canonical.h5"
-        verdict = check_in_child(path, canonical)
+    _check_tree(folder)
+    with scratch(folder / SCRATCH) as tmp:
+        canonical = tmp / "canonical.h5"
+        verdict = check_in_child(path, folder, canonical, config["max_file_bytes"])
         if verdict["problems"]:
             raise HarnessError(verdict["problems"][0])
         check_name(verdict["model"], "model name", str(path))
         check_name(verdict["revision"], "model revision", str(path), empty=True)
-        if verdict["protocol"] not in config["protocols"]:
-            raise HarnessError(f"{path}: protocol {shown(verdict['protocol'])} is not on this leaderboard "
-                               f"(it has: {', '.join(config['protocols'])})")
-        protocol, manifest = stored_card(folder, verdict["protocol"])
-        records = score(canonical, protocol, manifest=manifest, values_checked=True, shown_as=path)
+        records = verdict["records"]
         if dry_run:
             return records
         with locked(folder):
+            _check_tree(folder)
             _publish(folder, canonical, records)
     return records
 
@@ -164,8 +193,7 @@ def _publish(folder: Path, canonical: Path, records: list[dict]) -> None:
             {record_path(folder / "results", new) for new in records}]
     tables = _tables(kept + records)
     stored.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(canonical, stored.with_name(stored.name + ".tmp"))
-    os.replace(stored.with_name(stored.name + ".tmp"), stored)
+    os.replace(canonical, stored)
     for record in records:
         write_record(record, folder / "results")
     _write_tables(folder, tables)
@@ -195,4 +223,4 @@ def _write_tables(folder: Path, tables: dict[str, str]) -> None:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_child(Path(sys.argv[1]), Path(sys.argv[2]))))
+    print(json.dumps(_child(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))))

@@ -13,7 +13,7 @@ MAX_NAME = 200  # characters of a model, revision, protocol, probe or metric nam
 SHOWN = 120  # characters of an untrusted string echoed on a terminal line
 # control, format (bidi overrides, zero-width), surrogate, private-use, unassigned, line and paragraph separators
 _FORBIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-_PLAIN = re.compile(r"[A-Za-z0-9._:/@+=-]*")
+_PLAIN = re.compile(r"[A-Za-z0-9._:/@+=&-]*")
 
 
 def name_problem(text: object, what: str, empty: bool = False) -> str | None:
@@ -41,7 +41,7 @@ def check_name(text: object, what: str, where: str, empty: bool = False) -> str:
 
 def shown(text: str, limit: int = SHOWN) -> str:
     """An untrusted string for a terminal or log line: as it is when it is short and plain (letters, digits and
-    `._:/@+=-`), else its repr (quotes, escapes for every control character) cut at `limit` characters, so it can
+    `._:/@+=&-`), else its repr (quotes, escapes for every control character) cut at `limit` characters, so it can
     neither forge a line nor flood the terminal."""
     if len(text) <= limit and _PLAIN.fullmatch(text):
         return text

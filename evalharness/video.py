@@ -8,13 +8,14 @@ files.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from .errors import DecodeError
@@ -45,9 +46,8 @@ def _reason(exc: Exception) -> str:
     return str(text).splitlines()[0] if text else type(exc).__name__
 
 
-def _frames(path: Path, threads: int):
-    """Yield decoded frames in presentation order, closing the container however iteration ends."""
-    container, stream = _open(path, threads)
+def _frames(path: Path, container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+    """Yield the decoded frames of an opened video in presentation order, closing it however iteration ends."""
     count = 0
     try:
         for frame in container.decode(stream):
@@ -57,6 +57,67 @@ def _frames(path: Path, threads: int):
         raise DecodeError(f"{path}: decoding failed after {count} frames ({_reason(exc)})") from None
     finally:
         container.close()
+
+
+def _count_hint(path: Path, container: av.container.InputContainer, stream: av.VideoStream) -> int:
+    """The frame count an opened video should decode to, without decoding: its packets that carry a picture, leaving
+    out AVI's 1-byte dropped-frame markers and the frames an MP4 edit list cuts (both in the container's own count).
+    Read from the container's index when it lists every packet (MP4, AVI), else from a second handle on the file,
+    demuxed (Matroska, raw streams). Only a hint, which `read_sampled` checks against the decoded count; 0 when
+    demuxing fails (decoding then reports the problem)."""
+    entries = stream.index_entries
+    if 0 < stream.frames == len(entries):
+        return sum(map(_carries_picture, entries))
+    counting, video = _open(path, 1)
+    try:
+        return sum(map(_carries_picture, counting.demux(video)))
+    except av.FFmpegError:
+        return 0
+    finally:
+        counting.close()
+
+
+def _carries_picture(packet: av.Packet | av.index.IndexEntry) -> bool:
+    return packet.size > 1 and not packet.is_discard
+
+
+def count_hint(path: str | os.PathLike) -> int:
+    """The frame count `read_sampled` expects a video to decode to before decoding it (see `_count_hint`)."""
+    path = Path(path)
+    container, stream = _open(path, 1)
+    with container:
+        return _count_hint(path, container, stream)
+
+
+def _decode_keeping(path: Path, container: av.container.InputContainer, stream: av.VideoStream,
+                    wanted: np.ndarray) -> tuple[int, np.ndarray]:
+    """Decode an opened video to its end: the number of frames, and the RGB frames at the sorted indices `wanted`
+    that exist (only those become RGB; every other frame is dropped as soon as it is decoded)."""
+    targets = iter(wanted.tolist())
+    target = next(targets, -1)
+    reformatter = VideoReformatter()
+    kept: np.ndarray | None = None
+    filled = count = 0
+    for count, frame in enumerate(_frames(path, container, stream), start=1):
+        if count - 1 == target:
+            rgb = _rgb(frame, reformatter)
+            if kept is None:
+                kept = np.empty((len(wanted), *rgb.shape), np.uint8)
+            elif rgb.shape != kept.shape[1:]:
+                raise DecodeError(f"{path}: frame {target} is {rgb.shape[1]}x{rgb.shape[0]}, not "
+                                  f"{kept.shape[2]}x{kept.shape[1]} like the frames before it")
+            kept[filled] = rgb
+            filled += 1
+            target = next(targets, -1)
+    return count, (kept[:filled] if kept is not None else np.empty((0, 0, 0, 3), np.uint8))
+
+
+def _covered(planned: np.ndarray, kept: int, unique: np.ndarray) -> np.ndarray | None:
+    """Rows of `unique` among the first `kept` of `planned` (both sorted), or None when any is missing."""
+    rows = np.searchsorted(planned[:kept], unique)
+    if len(unique) and (rows.max() >= kept or not np.array_equal(planned[rows], unique)):
+        return None
+    return rows
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -78,30 +139,43 @@ def _load_image(path: Path) -> np.ndarray:
         raise DecodeError(f"{path}: not a readable image ({exc})") from None
 
 
-def _rgb(frame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+def _rgb(frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
+    """A decoded frame as RGB, by a converter kept for the whole video and run in this thread: a frame's own would set
+    up swscale (and start its threads) again for every frame. Same pixels as `frame.to_ndarray(format="rgb24")`."""
+    return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
 def read_sampled(path: str | os.PathLike, choose: Callable[[int], np.ndarray],
                  threads: int = 0) -> tuple[int, np.ndarray, np.ndarray]:
-    """Decode once, then pick frames by a rule of the frame count.
+    """Pick frames by a rule of the frame count, in memory bounded by the frames the rule keeps.
 
-    `choose(n)` returns the index array for a video of n frames. Frames stay in the
-    decoder's own format until n is known; only the chosen ones become RGB. Returns
-    (n, indices, frames) with frames[i] the RGB frame of the i-th unique index.
+    `choose(n)` returns the index array for a video of n decodable frames. One pass
+    keeps (as RGB) the frames `choose` picks for the count the packets promise
+    (`count_hint`); the decoded count is checked at the end of the stream, and a second
+    pass runs only when it differs and the kept frames do not hold the ones `choose`
+    picks for the true count. Returns (n, indices, frames) with frames[i] the RGB frame
+    of the i-th unique index.
     """
     path = Path(path)
     if path.is_dir():
         files = _image_files(path)
         indices = choose(len(files))
         return len(files), indices, np.stack([_load_image(files[int(i)]) for i in np.unique(indices)])
-    decoded = list(_frames(path, threads))
-    n = len(decoded)
+    container, stream = _open(path, threads)
+    with container:
+        hint = _count_hint(path, container, stream)
+        planned = np.unique(choose(hint)) if hint > 0 else np.empty(0, np.int64)
+        n, kept = _decode_keeping(path, container, stream, planned)
     if n == 0:
         raise DecodeError(f"{path}: no decodable video frames")
     indices = choose(n)
     unique = np.unique(indices)
-    frames = np.stack([_rgb(decoded[int(i)]) for i in unique])
+    rows = _covered(planned, len(kept), unique)
+    if rows is not None:
+        return n, indices, kept if len(rows) == len(kept) else kept[rows]
+    again, frames = _decode_keeping(path, *_open(path, threads), unique)
+    if again != n:
+        raise DecodeError(f"{path}: decoded to {n} frames once and {again} the next time")
     return n, indices, frames
 
 
@@ -110,10 +184,11 @@ def to_float(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def resize_short(frames: torch.Tensor, short: int, interpolation: str) -> torch.Tensor:
-    """Antialiased resize of (F, 3, H, W) so the short side is `short`."""
+def resize_short(frames: torch.Tensor, short: int, interpolation: str, long_multiple: int | None = None) -> torch.Tensor:
+    """Antialiased resize of (F, 3, H, W) so the short side is `short` (and the long side a multiple of
+    `long_multiple`, floored, when given)."""
     h, w = frames.shape[-2:]
-    size = resized_size(h, w, short)
+    size = resized_size(h, w, short, long_multiple)
     if size == (h, w):
         return frames
     out = F.interpolate(frames, size=size, mode=interpolation, align_corners=False, antialias=True)
@@ -143,7 +218,7 @@ def make_views(indices: np.ndarray, frames: np.ndarray, transform: Transform, n_
                mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Clip views (Vt * S, k, 3, h, w), temporal-major, from the unique decoded frames and the index grid."""
     unique = np.unique(indices)
-    resized = resize_short(to_float(frames), transform.resize_short, transform.interpolation)
+    resized = resize_short(to_float(frames), transform.resize_short, transform.interpolation, transform.long_multiple)
     crops = spatial_views(resized, transform.crop, n_spatial)
     position = np.searchsorted(unique, indices)
     views = [crops[s, torch.from_numpy(position[v])] for v in range(indices.shape[0]) for s in range(crops.shape[0])]

@@ -149,7 +149,8 @@ def test_a_three_probe_submission_reads_the_values_twice(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(h5py.Dataset, "__getitem__", counting)
-    monkeypatch.setattr(submit_module, "check_in_child", lambda source, copy_to: submit_module._child(source, copy_to))
+    monkeypatch.setattr(submit_module, "check_in_child",
+                        lambda source, board, copy_to, _: submit_module._child(source, board, copy_to))
     records = submit_module.submit(path, folder, dry_run=True)
     assert [r["probe"] for r in records] == ["knn", "linear", "retrieval"]
     assert sum(read) == 2 * train.nbytes + 2 * test.nbytes

@@ -5,7 +5,9 @@ flight, not by the chunk); the main process runs the forward passes, `batch_size
 clip views at a time, and writes a part when a chunk's clips are all in. A chunk's
 forward batches never cross its boundary, so a resumed or sharded run with the same
 batch size feeds the model exactly the batches of one uninterrupted run. A clip that
-cannot be decoded is recorded with its reason and the run goes on.
+cannot be decoded is recorded with its reason and the run goes on. A run holds its
+shard's lock in the parts folder from start to end (`shard_lock`), so the same shard
+(or one of another count) started meanwhile is refused with the name of the first.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ..backbones import Backbone, build_backbone
 from ..datasets import Item, Manifest, resolve_manifest
 from ..environment import environment
 from ..errors import DecodeError, HarnessError, OtherRunError, TooLargeError
-from ..locking import locked
+from ..locking import locked, run_lock, running
 from ..progress import bar
 from ..protocol import Protocol, Task, Tokens
 from ..sampling import frame_indices
@@ -368,7 +370,7 @@ def _embed_captions(backbone: Backbone, manifest: Manifest, parts_dir: Path, hea
                                                       torch.cat(vectors).numpy().astype(cfg.numpy_dtype)))
 
 
-def finalize_when_complete(parts_dir: Path, chunks_total: int, out: Path, keep_parts: bool) -> bool:
+def finalize_when_complete(parts_dir: Path, chunks_total: int, out: Path) -> bool:
     """Join the parts into `out` once every chunk is done; of shards sharing a disk, the last to finish does it."""
     with locked(parts_dir):
         if out.exists():
@@ -376,9 +378,23 @@ def finalize_when_complete(parts_dir: Path, chunks_total: int, out: Path, keep_p
         if len(read_parts(parts_dir)) < chunks_total:
             return False
         finalize([parts_dir], out)
-        if not keep_parts:
-            shutil.rmtree(parts_dir)
         return True
+
+
+def remove_parts(parts_dir: Path) -> None:
+    """Delete the parts folder of a finished file, unless a run still holds a lock in it (then the last one to let go
+    does it), so that no running shard loses the folder it works in."""
+    with contextlib.suppress(FileNotFoundError), locked(parts_dir):  # gone already: another shard removed it
+        if not running(parts_dir):
+            shutil.rmtree(parts_dir)
+
+
+def shard_lock(parts_dir: Path, shard: tuple[int, int]) -> contextlib.AbstractContextManager[str]:
+    """The run lock of shard i/N on a parts folder: refused while a living run holds the same shard, or a shard of
+    another count (whose chunks overlap); shards of one count run side by side. Yields a killed holder's record."""
+    index, count = shard
+    return run_lock(parts_dir, f"shard-{index}-of-{count}", "extract" if count == 1 else f"extract shard {index}/{count}",
+                    beside=lambda other: other.endswith(f"-of-{count}"))
 
 
 def _existing(out: Path, header: Header) -> list[tuple[str, str]]:
@@ -421,9 +437,24 @@ def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, ou
     header = make_header(backbone, protocol, manifest, cfg)
     if out.exists():
         return ExtractSummary(out, failures=_existing(out, header), finalized=True, seconds=time.perf_counter() - started)
-    items = list(manifest.items)
     parts_dir = parts_dir_for(out)
-    parts_dir.mkdir(parents=True, exist_ok=True)
+    with shard_lock(parts_dir, cfg.shard) as killed:
+        if killed and announce is not None:
+            announce(f"{parts_dir}: taking over the lock of a run that was killed ({killed}); resuming its chunks")
+        summary = _extract_locked(backbone, protocol, manifest, header, token_info, out, parts_dir, cfg)
+    if summary.finalized and not cfg.keep_parts:
+        remove_parts(parts_dir)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _extract_locked(backbone: Backbone, protocol: Protocol, manifest: Manifest, header: Header,
+                    token_info: TokenInfo | None, out: Path, parts_dir: Path, cfg: ExtractConfig) -> ExtractSummary:
+    """What `extract` does holding its shard's lock: the shard's missing chunks into parts, then the file once every
+    chunk is done."""
+    if out.exists():  # finished by another run while this one started
+        return ExtractSummary(out, failures=_existing(out, header), finalized=True)
+    items = list(manifest.items)
     parts = read_parts(parts_dir)
     check_parts(parts, header, token_info)
     chunk_size = chunk_size_for(parts, cfg.chunk_size)
@@ -451,11 +482,10 @@ def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, ou
                        protocol.views.temporal, cfg.dtype, token_info)
             shutil.rmtree(spill, ignore_errors=True)
             summary.embedded += len(chunk.ids)
-    if finalize_when_complete(parts_dir, len(plan), out, cfg.keep_parts):
+    if finalize_when_complete(parts_dir, len(plan), out):
         summary.finalized = True
         with EmbeddingFile(out) as f:
             summary.failures = f.failures
     else:
         summary.failures = [f for c in mine for f in part_failures(part_path(parts_dir, c))]
-    summary.seconds = time.perf_counter() - started
     return summary

@@ -13,7 +13,7 @@ import numpy as np
 from ..datasets import Manifest
 from ..errors import ProbeError
 from ..protocol import Protocol
-from ..store import EmbeddingFile
+from ..store import SCORING_ROWS, EmbeddingFile
 
 
 def unit_rows(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -87,7 +87,7 @@ def split_record(groups: Sequence[str | None] | None, val: np.ndarray) -> dict:
             "val_groups": sorted({str(groups[i]) for i in val if groups[i] is not None})}
 
 
-def video_vectors(file: EmbeddingFile, chunk_rows: int = 8192) -> np.ndarray:
+def video_vectors(file: EmbeddingFile, chunk_rows: int = SCORING_ROWS) -> np.ndarray:
     """(N, D) float32: the mean over views of the L2-normalised view embeddings, L2-normalised again (DESIGN.md)."""
     n, _, dim = file.shape
     out = np.empty((n, dim), dtype=np.float32)

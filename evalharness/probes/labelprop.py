@@ -1,147 +1,315 @@
 """Label propagation for semi-supervised video object segmentation (DAVIS), scored with J and F.
 
-The unified formulation of CRW / "Implementation factors matter": per-frame feature
-maps, L2-normalised over channels. For target frame t the context is frame 0 (the
-ground-truth labels, one-hot, area-downsampled to the feature grid) plus the soft
-predictions of the n previous frames. Each target position is compared by cosine
-with every position of frame 0 and with the positions of the previous frames within
-Euclidean grid distance r; the top k affinities over all context frames together are
-softmaxed at temperature tau and average the context labels. The label map is
-upsampled bilinearly to frame size and its argmax is the mask. Features are read one
-video at a time.
+Per-frame feature maps, L2-normalised over channels. The labels of frame 0 (its annotation brought to the feature
+grid) and the soft label maps predicted for earlier frames propagate to each target position through its top-k
+cosine affinities to the positions of the context frames, softmaxed at a temperature; the label map is upsampled
+and its argmax is the mask. Two presets are their reference code's propagation: `crw` (Jabri et al. 2020,
+ajabri/videowalk code/test.py as its README runs it for 67.6 J&F) and `dino` (Caron et al. 2021,
+eval_video_segmentation.py); the tests compare masks with line-by-line copies of both. Every setting the two differ
+in is a field of `Config`, so the probe hash covers it. Features are read one video at a time and affinities are
+computed a few query rows at a time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..errors import ProbeError
 from ..masks import mask_files, read_label_mask, write_palette_mask
-from ..metrics import davis_object_scores, share_estimate
+from ..metrics import INTERVALS, davis_object_scores, sequence_share_estimate
 from ..protocol import Task
 from .base import ProbeOutcome, ProbeSpec
 from .common import ProbeInput
+
+CUSTOM = "custom"
+WINDOWS = ("disc", "square")
+DOWNSAMPLES = ("bilinear", "nearest")
+UPSAMPLES = ("frame", "stride")
+
+# Each preset as its reference runs it. crw: test.py --topk 10 --videoLen 20 --radius 12 --temperature 0.05
+# --cropSize -1 (long memory [0], no --norm_mask). dino: eval_video_segmentation.py's defaults (n_last_frames 7,
+# topk 5, size_mask_neighborhood 12) and its fixed temperature 0.1.
+PRESETS: dict[str, dict] = {
+    "crw": {"context": 20, "pad_first": True, "topk": 10, "keep_ties": False, "temperature": 0.05, "radius": 12.0,
+            "window": "disc", "restrict_first": False, "downsample": "bilinear", "upsample": "frame",
+            "norm_mask": False},
+    "dino": {"context": 7, "pad_first": False, "topk": 5, "keep_ties": True, "temperature": 0.1, "radius": 12.0,
+             "window": "square", "restrict_first": True, "downsample": "nearest", "upsample": "stride",
+             "norm_mask": True},
+}
+
+# the most affinities held at once (query positions x context positions), about 64 MB in float32
+_CHUNK_ELEMENTS = 1 << 24
+# exp(1 / T) and sums of thousands of them stay finite in float32 for T at least this
+_LEAST_EXP_TEMPERATURE = 1 / 64
 
 
 def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+def _preset_of(settings: dict) -> str:
+    """The preset whose settings these are, or 'custom'."""
+    for name, preset in PRESETS.items():
+        if all(settings[key] == value for key, value in preset.items()):
+            return name
+    return CUSTOM
+
+
 @dataclass(frozen=True)
 class Config:
+    """How labels propagate (defaults: the crw preset).
+
+    context: previous frames beside frame 0 (CRW videoLen, DINO n_last_frames); pad_first: while fewer precede,
+    copies of frame 0 with its labels fill the context (CRW's padded video); topk: affinities kept per target
+    position; keep_ties: keep every affinity at least the k-th largest, weighted exp(a / T) / sum as DINO computes it
+    (else exactly k, softmaxed as CRW does); window: which context positions a target position may use, 'disc'
+    (grid distance < radius, CRW) or 'square' (|dy| and |dx| <= radius, DINO); restrict_first: the window applies to
+    frame 0 too (DINO) or frame 0 is searched whole (CRW); downsample: frame 0's annotation to the feature grid,
+    'bilinear' on its one-hot map (CRW, OpenCV's geometry) or 'nearest' (DINO, Pillow); upsample: 'frame' resizes
+    the label map bilinearly to the annotation size (CRW), 'stride' by the grid stride, then the argmax by nearest
+    neighbour to the annotation size (DINO); norm_mask: DINO's min-max scaling of each label channel over the frame
+    before the argmax; boundary_threshold: F's tolerance as a fraction of the image diagonal."""
+
+    preset: str = "crw"
     context: int = 20
+    pad_first: bool = True
     topk: int = 10
-    temperature: float = 0.07
-    radius: float = 12
+    keep_ties: bool = False
+    temperature: float = 0.05
+    radius: float = 12.0
+    window: str = "disc"
+    restrict_first: bool = False
+    downsample: str = "bilinear"
+    upsample: str = "frame"
+    norm_mask: bool = False
     boundary_threshold: float = 0.008
 
+    @staticmethod
+    def normalise(raw: dict) -> dict:
+        """Expand a named preset into its settings (a card that names one and changes one of them is refused), write
+        numbers as floats, and name the preset the settings amount to ('custom' for none): equal settings hash
+        equally, and a record's preset always means its reference's settings."""
+        name = raw.pop("preset", None)
+        if name is not None and name != CUSTOM:
+            if name not in PRESETS:
+                raise ValueError(f"preset must be one of {', '.join([*PRESETS, CUSTOM])}, got {name!r}")
+            for key, value in raw.items():
+                if key in PRESETS[name] and value != PRESETS[name][key]:
+                    raise ValueError(f"preset {name} sets {key} to {PRESETS[name][key]!r}, not {value!r}; "
+                                     f"name preset {CUSTOM} to change it")
+            raw = {**PRESETS[name], **raw}
+        for key in ("temperature", "radius", "boundary_threshold"):
+            if isinstance(raw.get(key), int) and not isinstance(raw[key], bool):
+                raw[key] = float(raw[key])
+        raw["preset"] = _preset_of({**_DEFAULTS, **raw})
+        return raw
+
     def __post_init__(self) -> None:
-        if isinstance(self.context, bool) or not isinstance(self.context, int) or self.context < 0:
-            raise ValueError(f"context must be a non-negative integer, got {self.context!r}")
-        if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
-            raise ValueError(f"topk must be a positive integer, got {self.topk!r}")
+        for name, low in (("context", 0), ("topk", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("pad_first", "keep_ties", "restrict_first", "norm_mask"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name, choices in (("window", WINDOWS), ("downsample", DOWNSAMPLES), ("upsample", UPSAMPLES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if not (_positive(self.temperature) and _positive(self.radius) and _positive(self.boundary_threshold)
                 and self.boundary_threshold < 1):
             raise ValueError("temperature and radius must be positive, boundary_threshold in (0, 1)")
+        if self.keep_ties and self.temperature < _LEAST_EXP_TEMPERATURE:
+            raise ValueError(f"with keep_ties the weights are exp(a / temperature), as DINO computes them, so temperature "
+                             f"must be at least {_LEAST_EXP_TEMPERATURE} (float32 range), got {self.temperature!r}")
+        actual = _preset_of({f.name: getattr(self, f.name) for f in fields(self)})
+        if self.preset != actual:
+            raise ValueError(f"preset {self.preset!r} does not match the settings, which are preset {actual!r}")
 
 
-def _grid_distance(rows: range, band: range, width: int, device: torch.device) -> torch.Tensor:
-    """Euclidean grid distance between target positions (rows x width) and band positions (band x width)."""
-    ty, tx = torch.meshgrid(torch.tensor(list(rows), device=device), torch.arange(width, device=device), indexing="ij")
-    cy, cx = torch.meshgrid(torch.tensor(list(band), device=device), torch.arange(width, device=device), indexing="ij")
-    dy = ty.reshape(-1, 1).float() - cy.reshape(1, -1).float()
-    dx = tx.reshape(-1, 1).float() - cx.reshape(1, -1).float()
-    return torch.sqrt(dy * dy + dx * dx)
+_DEFAULTS = {f.name: f.default for f in fields(Config)}
 
 
-def _topk_labels(affinity: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k highest affinities per row and the label vectors at those positions: (n, k), (n, k, C)."""
-    top, index = affinity.topk(min(k, affinity.shape[1]), dim=1)
-    return top, labels[index]
+def _context(t: int, config: Config) -> dict[tuple[int, bool], int]:
+    """The context of target frame t: (frame, windowed) -> how many times it counts in the top-k. Frame 0 once, the
+    previous frames once each, and with pad_first as many more copies of frame 0 as frames are missing (CRW's padded
+    video gives target t <= context that many windowed copies of frame 0)."""
+    previous = range(max(1, t - config.context), t)
+    context = {(0, config.restrict_first): 1}
+    if config.pad_first and len(previous) < config.context:
+        context[0, True] = context.get((0, True), 0) + config.context - len(previous)
+    return context | {(p, True): 1 for p in previous}
 
 
-def propagate(features: torch.Tensor, first_labels: torch.Tensor, config: Config, rows_per_chunk: int = 8) -> torch.Tensor:
-    """Soft label maps (T, h, w, C) at the feature grid, frame 0 = `first_labels` (h, w, C)."""
+def _window(rows: range, band: range, width: int, config: Config, device: torch.device) -> torch.Tensor:
+    """Which band positions (band x width) each target position (rows x width) may use: (len(rows) * width, ...)."""
+    ty, tx = torch.meshgrid(torch.arange(rows.start, rows.stop, device=device), torch.arange(width, device=device),
+                            indexing="ij")
+    cy, cx = torch.meshgrid(torch.arange(band.start, band.stop, device=device), torch.arange(width, device=device),
+                            indexing="ij")
+    dy = ty.reshape(-1, 1) - cy.reshape(1, -1)
+    dx = tx.reshape(-1, 1) - cx.reshape(1, -1)
+    if config.window == "disc":
+        return (dy * dy + dx * dx).float() ** 0.5 < config.radius
+    return (dy.abs() <= config.radius) & (dx.abs() <= config.radius)
+
+
+def _chunks(h: int, w: int, config: Config, device: torch.device) -> list[tuple[range, range, torch.Tensor]]:
+    """The query rows of each step, the band of context rows they may reach, and the window between them; steps are
+    as tall as keeps one step's affinities (query positions x context positions) within _CHUNK_ELEMENTS."""
+    reach = math.floor(config.radius)
+    whole = 0 if config.restrict_first else 1
+    windowed = config.context + 1 - whole
+
+    def size(rows: int) -> int:
+        return rows * w * (whole * h * w + windowed * min(h, rows + 2 * reach) * w)
+
+    step = h
+    while step > 1 and size(step) > _CHUNK_ELEMENTS:
+        step -= 1
+    out = []
+    for y0 in range(0, h, step):
+        rows = range(y0, min(h, y0 + step))
+        band = range(max(0, rows.start - reach), min(h, rows.stop + reach))
+        out.append((rows, band, _window(rows, band, w, config, device)))
+    return out
+
+
+def _combine(blocks: list[tuple[torch.Tensor, torch.Tensor, int]], config: Config) -> torch.Tensor:
+    """Labels (n, C) of n target positions from blocks of (affinities (n, m) to context positions, -inf where the
+    window excludes them; their labels (m, C); how many times the block counts). The top k of all blocks together:
+    exactly k softmaxed (CRW), or every affinity at least the k-th, weighted exp(a / T) / sum (DINO)."""
+    tops = [affinity.topk(min(config.topk, affinity.shape[1]), dim=1) for affinity, _, _ in blocks]
+    values = torch.cat([top.values for top, (_, _, copies) in zip(tops, blocks, strict=True) for _ in range(copies)], 1)
+    k = min(config.topk, values.shape[1])
+    if config.keep_ties:
+        least = torch.exp(values.topk(k, dim=1).values[:, -1:] / config.temperature)
+        total, weighted = 0, 0
+        for affinity, labels, copies in blocks:
+            weights = torch.exp(affinity / config.temperature)
+            weights[weights < least] = 0
+            total = total + copies * weights.sum(1, keepdim=True)
+            weighted = weighted + copies * (weights @ labels)
+        return weighted / total
+    labels = torch.cat([labels[top.indices] for top, (_, labels, copies) in zip(tops, blocks, strict=True)
+                        for _ in range(copies)], 1)
+    top, index = (values / config.temperature).topk(k, dim=1)
+    chosen = torch.gather(labels, 1, index.unsqueeze(-1).expand(-1, -1, labels.shape[-1]))
+    return (torch.softmax(top, dim=1).unsqueeze(-1) * chosen).sum(1)
+
+
+def propagate(features: torch.Tensor, first_labels: torch.Tensor, config: Config) -> torch.Tensor:
+    """Soft label maps (T, h, w, C) at the feature grid, frame 0 = `first_labels` (h, w, C); each predicted map is
+    context for the frames after it, soft, as both references feed it back. Computed in float32 (float64 features:
+    in float64)."""
     t_count, h, w, d = features.shape
-    feats = F.normalize(features.float(), dim=-1)
-    labels = [first_labels.float()]
-    radius = int(np.floor(config.radius))
+    feats = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=-1)
+    labels = torch.empty(t_count, h, w, first_labels.shape[-1], dtype=feats.dtype, device=features.device)
+    labels[0] = first_labels
+    chunks = _chunks(h, w, config, features.device)
     for t in range(1, t_count):
-        previous = list(range(max(1, t - config.context), t))
-        out = torch.empty(h, w, first_labels.shape[-1], device=features.device)
-        for y0 in range(0, h, rows_per_chunk):
-            rows = range(y0, min(h, y0 + rows_per_chunk))
+        context = _context(t, config)
+        for rows, band, allowed in chunks:
             query = feats[t, rows.start:rows.stop].reshape(-1, d)
-            # top-k of each context frame, then top-k of their union: the joint top-k, without
-            # materialising the affinity to every context position at once
-            candidates = [_topk_labels(query @ feats[0].reshape(-1, d).T, labels[0].reshape(-1, labels[0].shape[-1]),
-                                       config.topk)]
-            if previous:
-                band = range(max(0, rows.start - radius), min(h, rows.stop + radius))
-                far = _grid_distance(rows, band, w, features.device) > config.radius
-                for p in previous:
-                    local = (query @ feats[p, band.start:band.stop].reshape(-1, d).T).masked_fill_(far, -torch.inf)
-                    context = labels[p][band.start:band.stop].reshape(-1, labels[p].shape[-1])
-                    candidates.append(_topk_labels(local, context, config.topk))
-            affinity = torch.cat([c[0] for c in candidates], 1)
-            context = torch.cat([c[1] for c in candidates], 1)
-            top, index = affinity.topk(min(config.topk, affinity.shape[1]), dim=1)
-            weights = torch.softmax(top / config.temperature, dim=1)
-            chosen = torch.gather(context, 1, index.unsqueeze(-1).expand(-1, -1, context.shape[-1]))
-            out[rows.start:rows.stop] = (weights.unsqueeze(-1) * chosen).sum(1).view(len(rows), w, -1)
-        labels.append(out)
-    return torch.stack(labels)
+            blocks = []
+            for (frame, windowed), copies in context.items():
+                span = slice(band.start, band.stop) if windowed else slice(None)
+                affinity = query @ feats[frame, span].reshape(-1, d).T
+                if windowed:
+                    affinity.masked_fill_(~allowed, -torch.inf)
+                blocks.append((affinity, labels[frame, span].reshape(-1, labels.shape[-1]), copies))
+            labels[t, rows.start:rows.stop] = _combine(blocks, config).view(len(rows), w, -1)
+    return labels
 
 
-def first_labels(mask: np.ndarray, n_objects: int, frame_size: tuple[int, int], grid: tuple[int, int],
-                 stride: int) -> torch.Tensor:
-    """(h, w, K + 1) label distribution of the first annotation, averaged over each feature cell.
+def _taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """OpenCV's INTER_LINEAR along one axis: the two source indices and the weight of the second for each output
+    index (half-pixel centres, clamped at the edges, positions in double precision as OpenCV computes them)."""
+    x = (np.arange(n_out) + 0.5) * (1.0 / (n_out / n_in)) - 0.5
+    first = np.floor(x)
+    frac = x - first
+    frac[first < 0], first[first < 0] = 0, 0
+    last = first >= n_in - 1
+    frac[last], first[last] = 0, n_in - 1
+    first = torch.from_numpy(first.astype(np.int64))
+    return first, (first + 1).clamp_(max=n_in - 1), torch.from_numpy(frac.astype(np.float32))
 
-    The annotation is first brought to the size of the frames the model saw (area averaging)."""
-    onehot = F.one_hot(torch.from_numpy(mask.astype(np.int64)).clamp_(max=n_objects), n_objects + 1)
-    onehot = onehot.permute(2, 0, 1).float()[None]
-    if tuple(onehot.shape[-2:]) != tuple(frame_size):
-        onehot = F.interpolate(onehot, size=frame_size, mode="area")
-    covered = onehot[..., :grid[0] * stride, :grid[1] * stride]
-    return F.adaptive_avg_pool2d(covered, grid)[0].permute(1, 2, 0)
+
+def resize_linear(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(C, H, W) -> (C, *size) as cv2.resize(..., INTER_LINEAR) resizes float maps (what CRW calls): no
+    antialiasing, each row along its width first, then each column. torch's bilinear, whose positions are float32,
+    differs from it by up to 6e-5 on DAVIS sizes."""
+    y0, y1, fy = _taps(maps.shape[-2], size[0])
+    x0, x1, fx = _taps(maps.shape[-1], size[1])
+    rows = maps[..., x0] * (1 - fx) + maps[..., x1] * fx
+    return rows[..., y0, :] * (1 - fy)[:, None] + rows[..., y1, :] * fy[:, None]
 
 
-def to_masks(soft: torch.Tensor, frame_size: tuple[int, int], stride: int, out_size: tuple[int, int]) -> np.ndarray:
-    """Upsample (T, h, w, C) label maps bilinearly to the frame (cells beyond the grid are background),
-    then to the annotation size, and take the argmax: (T, H, W) object ids."""
-    maps = soft.permute(0, 3, 1, 2)
-    covered = (min(soft.shape[1] * stride, frame_size[0]), min(soft.shape[2] * stride, frame_size[1]))
-    up = F.interpolate(maps, size=(soft.shape[1] * stride, soft.shape[2] * stride), mode="bilinear", align_corners=False)
-    full = torch.zeros(maps.shape[0], maps.shape[1], *frame_size)
-    full[:, 0] = 1.0
-    full[..., :covered[0], :covered[1]] = up[..., :covered[0], :covered[1]]
-    if tuple(out_size) != tuple(frame_size):
-        full = F.interpolate(full, size=out_size, mode="bilinear", align_corners=False)
-    return full.argmax(1).to(torch.uint8).numpy()
+def first_labels(mask: np.ndarray, n_objects: int, grid: tuple[int, int], downsample: str) -> torch.Tensor:
+    """(h, w, K + 1) labels of the first annotation (object ids) on the feature grid: its one-hot map resized
+    bilinearly (CRW) or the ids resized by nearest neighbour, then one-hot (DINO)."""
+    if downsample == "nearest":
+        small = np.array(Image.fromarray(mask.astype(np.uint8)).resize((grid[1], grid[0]), Image.NEAREST))
+        return F.one_hot(torch.from_numpy(small.astype(np.int64)), n_objects + 1).float()
+    onehot = F.one_hot(torch.from_numpy(mask.astype(np.int64)), n_objects + 1).permute(2, 0, 1).float()
+    return resize_linear(onehot, grid).permute(1, 2, 0)
+
+
+def _norm_mask(maps: torch.Tensor) -> torch.Tensor:
+    """DINO's norm_mask: each channel with a positive maximum shifted to minimum 0 and scaled to maximum 1."""
+    out = maps.clone()
+    for c, channel in enumerate(maps):
+        if channel.max() > 0:
+            shifted = channel - channel.min()
+            out[c] = shifted / shifted.max()
+    return out
+
+
+def frame_mask(soft: torch.Tensor, stride: int, size: tuple[int, int], config: Config) -> np.ndarray:
+    """Object ids (H, W) = `size` of one frame's soft label map (h, w, C); of equal maxima the first label wins, as
+    in np.argmax (CRW) and torch.max (DINO)."""
+    maps = soft.permute(2, 0, 1)
+    if config.upsample == "frame":
+        maps = resize_linear(maps, size)
+    else:
+        maps = F.interpolate(maps[None], scale_factor=stride, mode="bilinear", align_corners=False,
+                             recompute_scale_factor=False)[0]
+    if config.norm_mask:
+        maps = _norm_mask(maps)
+    ids = maps.max(0).indices.to(torch.uint8).numpy()
+    if ids.shape != tuple(size):
+        ids = np.array(Image.fromarray(ids).resize((size[1], size[0]), Image.NEAREST))
+    return ids
+
+
+def to_masks(soft: torch.Tensor, stride: int, size: tuple[int, int], config: Config) -> np.ndarray:
+    """Object ids (T, H, W) of soft label maps (T, h, w, C), upsampled one frame at a time."""
+    return np.stack([frame_mask(s, stride, size, config) for s in soft])
 
 
 def run(data: ProbeInput, config: Config, device: str = "cpu", save_masks: str | Path | None = None) -> ProbeOutcome:
     """Propagate the first-frame masks of every test video and score J, F and J&F per object."""
-    items = data.items("test")
     objects, per_sequence = [], {}
-    for item in items:
+    for item in data.items("test"):
         if item.masks is None:
             raise ProbeError(f"video '{item.id}' has no annotation folder in the manifest")
         truth = np.stack([read_label_mask(p) for p in mask_files(item.masks)])
         maps = torch.from_numpy(data.file.dense(item.id)).to(device)
-        stride, frame_size = data.file.dense_geometry(item.id)
+        stride, _ = data.file.dense_geometry(item.id)
         if truth.shape[0] != maps.shape[0]:
             raise ProbeError(f"video '{item.id}': {truth.shape[0]} annotations but {maps.shape[0]} feature maps")
         if truth.shape[0] < 3:
             raise ProbeError(f"video '{item.id}': needs at least 3 frames (the first and last are not scored)")
         n_objects = int(truth[0].max())
-        first = first_labels(truth[0], n_objects, frame_size, tuple(maps.shape[1:3]), stride).to(device)
-        predicted = to_masks(propagate(maps, first, config).cpu(), frame_size, stride, truth.shape[1:])
+        first = first_labels(truth[0], n_objects, tuple(maps.shape[1:3]), config.downsample).to(device)
+        predicted = to_masks(propagate(maps, first, config).cpu(), stride, truth.shape[1:], config)
         predicted[0] = truth[0]
         if save_masks is not None:
             for path, ids in zip(mask_files(item.masks), predicted, strict=True):
@@ -150,15 +318,16 @@ def run(data: ProbeInput, config: Config, device: str = "cpu", save_masks: str |
         for obj in range(1, n_objects + 1):
             scores = davis_object_scores(truth, predicted, obj)
             per_sequence[item.id][str(obj)] = {k: scores[k] for k in ("J", "F", "J_recall", "F_recall")}
-            objects.append((f"{item.id}_{obj}", scores))
-    j = np.array([s["J"] for _, s in objects])
-    f = np.array([s["F"] for _, s in objects])
-    metrics = {"J&F": share_estimate((j + f) / 2), "J": share_estimate(j), "F": share_estimate(f),
-               "J_recall": share_estimate([s["J_recall"] for _, s in objects]),
-               "F_recall": share_estimate([s["F_recall"] for _, s in objects])}
-    return ProbeOutcome("J&F", metrics, {"objects": len(objects), "sequences": len(per_sequence),
-                                         "per_sequence": per_sequence},
-                        {"ids": [o for o, _ in objects], "value": ((j + f) / 2).tolist(), "J": j.tolist(), "F": f.tolist()})
+            objects.append((item.id, obj, scores))
+    sequences = [seq for seq, _, _ in objects]
+    values = {key: np.array([s[key] for _, _, s in objects]) for key in ("J", "F", "J_recall", "F_recall")}
+    values = {"J&F": (values["J"] + values["F"]) / 2, **values}
+    metrics = {key: sequence_share_estimate(v, sequences) for key, v in values.items()}
+    chosen = {"preset": config.preset, "objects": len(objects), "sequences": len(per_sequence),
+              "interval": INTERVALS["bootstrap-sequences"], "per_sequence": per_sequence}
+    return ProbeOutcome("J&F", metrics, chosen, {"ids": [f"{seq}_{obj}" for seq, obj, _ in objects],
+                                                 "value": values["J&F"].tolist(), "J": values["J"].tolist(),
+                                                 "F": values["F"].tolist()})
 
 
 SPEC = ProbeSpec("labelprop", frozenset({Task.LABEL_PROPAGATION}), Config, run, frozenset({"save_masks"}))

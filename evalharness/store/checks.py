@@ -1,13 +1,18 @@
 """Validation of embedding files we did not write: structure and bounds before any data is read, then values.
 
 A crafted HDF5 file can make a reader return the bytes of any local file (external
-storage, external links, virtual datasets) or allocate without bound (lying shapes),
-so nothing is followed or read until the layout is known to be ours.
+storage, external links, virtual datasets), allocate without bound (lying shapes,
+datasets never written that read as fill values, gzip bombs, tiny chunks, strings
+that all point at one long heap object), or crash or hang HDF5 itself. So nothing is
+followed or read until the layout and every size are known to be sane, and commands
+run these checks on a file they did not write in a sandboxed child (`store.sandbox`).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,25 +21,40 @@ import numpy as np
 
 from ..errors import StoreError
 from ..protocol import NORMS
+from ..untrusted import one_line
 from .layout import (
     ALLOWED_FILTERS,
+    BLOCK_BYTES,
     CLIP_DTYPES,
     FAILURE_OBJECTS,
     FORMAT,
     MAX_ATTRIBUTE_BYTES,
     ROOT_OBJECTS,
     SCHEMA_VERSION,
+    SCORING_ROWS,
     TEXT_OBJECTS,
     TOKEN_DTYPES,
     Header,
     Limits,
     TokenInfo,
-    read_failures,
-    read_strings,
     read_text,
 )
 
 CHUNK_ROWS = 4096
+SLACK_BYTES = 1 << 20  # what a file may hold beyond `Limits.expansion` times its size (headers, short strings)
+
+
+def _block_rows(ds: h5py.Dataset) -> int:
+    """How many rows of a dataset to read at once: at most CHUNK_ROWS and BLOCK_BYTES, at least one."""
+    row = ds.dtype.itemsize * math.prod(ds.shape[1:])
+    return max(1, min(CHUNK_ROWS, BLOCK_BYTES // max(row, 1)))
+
+
+def row_blocks(*datasets: h5py.Dataset) -> Iterator[slice]:
+    """The rows of datasets of one length in consecutive blocks that each of them may read at once."""
+    step, n = min(_block_rows(ds) for ds in datasets), datasets[0].shape[0]
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))
 
 
 def _dataset_problems(ds: h5py.Dataset) -> list[str]:
@@ -50,6 +70,46 @@ def _dataset_problems(ds: h5py.Dataset) -> list[str]:
         if code not in ALLOWED_FILTERS:
             out.append(f"dataset {ds.name} uses filter {code} (only gzip, shuffle, fletcher32 allowed)")
     return out
+
+
+def _stored_bytes(ds: h5py.Dataset) -> int:
+    """A dataset's size uncompressed, as HDF5 stores its elements (16 bytes per variable-length string)."""
+    return math.prod(ds.shape) * ds.id.get_type().get_size()
+
+
+def _storage_problems(ds: h5py.Dataset, limits: Limits) -> list[str]:
+    """Storage that makes a small file read as a large one, or costs HDF5 far more memory than its data: space never
+    written (it reads as fill values), chunks too many or too large."""
+    size = _stored_bytes(ds)
+    if size == 0:
+        return []
+    layout = ds.id.get_create_plist().get_layout()
+    if layout == h5py.h5d.CONTIGUOUS and ds.id.get_storage_size() < size:
+        return [f"{ds.name} declares {size} bytes but was never written (it would read as fill values)"]
+    if layout != h5py.h5d.CHUNKED:
+        return []
+    chunk = math.prod(ds.chunks) * ds.id.get_type().get_size()
+    total = math.prod(-(-n // c) for n, c in zip(ds.shape, ds.chunks, strict=True))
+    if chunk > limits.chunk_bytes:
+        return [f"{ds.name} is stored in chunks of {chunk} bytes, more than {limits.chunk_bytes}"]
+    if ds.name != "/tokens" and total > limits.chunks:
+        return [f"{ds.name} is stored in {total} chunks, more than {limits.chunks} (rewrite it with larger chunks "
+                "or none)"]
+    written = ds.id.get_num_chunks()
+    if written != total:
+        return [f"{ds.name} has {written} of its {total} chunks written (unwritten chunks would read as fill values)"]
+    return []
+
+
+def _occupied_bytes(path: str | Path) -> int:
+    """The bytes a file really occupies: its length, or its allocated blocks when fewer (a sparse file)."""
+    st = os.stat(path)
+    return min(st.st_size, st.st_blocks * 512) if st.st_blocks else st.st_size
+
+
+def _expansion_budget(path: str | Path, limits: Limits) -> int:
+    """The most bytes a file's data may decode to: `Limits.expansion` times what it occupies, plus headroom."""
+    return limits.expansion * _occupied_bytes(path) + SLACK_BYTES
 
 
 def _walk(group: h5py.Group, seen: set[int]) -> Iterator[tuple[str, object]]:
@@ -91,7 +151,7 @@ def _allowed(path: str, obj: object) -> bool:
 
 
 def structure_problems(f: h5py.File, limits: Limits) -> list[str]:
-    """Everything wrong with a file's layout, links, types and shapes, without reading array data."""
+    """Everything wrong with a file's layout, links, types, shapes and sizes, without reading array data."""
     problems = _attribute_problems(f, "root")
     if problems:
         return problems
@@ -116,7 +176,7 @@ def structure_problems(f: h5py.File, limits: Limits) -> list[str]:
             continue
         problems += _attribute_problems(obj, path)
         if isinstance(obj, h5py.Dataset):
-            problems += _dataset_problems(obj)
+            problems += _dataset_problems(obj) or _storage_problems(obj, limits)
             objects[path] = obj
         elif isinstance(obj, h5py.Datatype):
             problems.append(f"unexpected named datatype {path}")
@@ -125,13 +185,32 @@ def structure_problems(f: h5py.File, limits: Limits) -> list[str]:
             problems.append(f"missing dataset {required}")
     if problems:
         return problems
-    return _shape_problems(objects, limits)
+    return _shape_problems(objects, limits) or _size_problems(f, objects, limits)
 
 
 def _shape_problems(objects: dict[str, h5py.Dataset], limits: Limits) -> list[str]:
+    problems = _row_problems(objects, limits)
+    if problems:
+        return problems
+    n, views, _ = objects["/clip"].shape
+    for path, ds in objects.items():
+        if path.startswith("/dense/"):
+            problems += _dense_problems(path, ds, limits)
+    dense_total = sum(ds.size for path, ds in objects.items() if path.startswith("/dense/"))
+    if dense_total > limits.dense_elements:
+        problems.append(f"/dense holds {dense_total} values, beyond sane bounds")
+    if "/tokens" in objects:
+        problems += _token_problems(objects["/tokens"], n, views, limits)
+    if any(path.startswith("/text/") for path in objects):
+        problems += _text_problems(objects, limits)
+    return problems
+
+
+def _row_problems(objects: dict[str, h5py.Dataset], limits: Limits) -> list[str]:
+    """The per-clip datasets: ids, clip vectors, frame indices and failures agree in length, type and bounds."""
     problems = []
     ids, clip, index = objects["/ids"], objects["/clip"], objects["/frame_indices"]
-    if ids.ndim != 1 or ids.dtype.kind != "O" or h5py.check_string_dtype(ids.dtype) is None:
+    if ids.ndim != 1 or h5py.check_string_dtype(ids.dtype) is None:
         problems.append(f"/ids must be a 1-d string dataset, got shape {ids.shape} {ids.dtype}")
     if clip.ndim != 3 or clip.dtype not in CLIP_DTYPES:
         problems.append(f"/clip must be (N, V, D) float16/float32, got shape {clip.shape} {clip.dtype}")
@@ -146,32 +225,65 @@ def _shape_problems(objects: dict[str, h5py.Dataset], limits: Limits) -> list[st
         problems.append(f"/clip shape {clip.shape} is beyond sane bounds")
     if index.shape[1] > limits.views or index.shape[2] > limits.frames:
         problems.append(f"/frame_indices shape {index.shape} is beyond sane bounds")
-    if n and dim == 0:
-        problems.append("/clip has zero-length embeddings")
+    if n and min(views, dim, index.shape[1], index.shape[2]) == 0:
+        problems.append(f"/clip {clip.shape} or /frame_indices {index.shape} has an empty dimension (every clip needs "
+                        "views, a width and frames)")
     failure_ids, failure_errors = objects["/failures/ids"], objects["/failures/errors"]
     for ds in (failure_ids, failure_errors):
         if ds.ndim != 1 or h5py.check_string_dtype(ds.dtype) is None or ds.shape[0] > limits.items:
             problems.append(f"{ds.name} must be a 1-d string dataset within bounds, got {ds.shape} {ds.dtype}")
     if failure_ids.shape != failure_errors.shape:
         problems.append("/failures/ids and /failures/errors differ in length")
-    dense_total = 0
-    for path, ds in objects.items():
-        if path.startswith("/dense/"):
-            if ds.ndim != 4 or ds.dtype != np.float16:
-                problems.append(f"{path} must be (T, h, w, D) float16, got {ds.shape} {ds.dtype}")
-            dense_total += int(np.prod(ds.shape, dtype=np.int64))
-    if dense_total > limits.dense_elements:
-        problems.append(f"/dense holds {dense_total} values, beyond sane bounds")
-    if "/tokens" in objects:
-        problems += _token_problems(objects["/tokens"], n, views, limits)
-    if "/text/embeddings" in objects or "/text/ids" in objects or "/text/video_ids" in objects:
-        t_ids, t_vids, t_emb = (objects.get(f"/text/{k}") for k in ("ids", "video_ids", "embeddings"))
-        if t_ids is None or t_vids is None or t_emb is None:
-            problems.append("/text must hold ids, video_ids and embeddings together")
-        elif (t_emb.ndim != 2 or t_emb.dtype not in CLIP_DTYPES or t_ids.shape != (t_emb.shape[0],)
-              or t_vids.shape != t_ids.shape or t_emb.shape[0] > limits.items or t_emb.shape[1] > limits.dim):
-            problems.append(f"/text shapes disagree or are beyond bounds: embeddings {t_emb.shape}")
     return problems
+
+
+def _integers(ds: h5py.Dataset, key: str, count: int) -> tuple[int, ...] | None:
+    """An attribute as `count` integers, or None when it is missing, of another type or of another size."""
+    if key not in ds.attrs:
+        return None
+    value = np.asarray(ds.attrs[key])
+    if value.dtype.kind not in "iu" or value.size != count:
+        return None
+    return tuple(int(x) for x in value.reshape(count))
+
+
+def _dense_problems(path: str, ds: h5py.Dataset, limits: Limits) -> list[str]:
+    """One video's maps: (T, h, w, D) float16 with every dimension at least 1, within bounds, and a geometry that
+    agrees with itself: integer stride and frame size within bounds, and a grid that covers the frame to within
+    two cells, `(h - 1) * stride < H < (h + 2) * stride` (the same for w and W). Grids rounded down (ViT patches,
+    pooling: h = H // stride), rounded up (padded strided convolutions) and unpadded convolution stacks that lose a
+    few pixels per stage (Inception: 8 cells of 32 on 299 pixels) all pass; a stride or frame size that the grid
+    does not match, which would make label propagation upsample to sizes unrelated to the video, does not."""
+    if ds.ndim != 4 or ds.dtype != np.float16:
+        return [f"{path} must be (T, h, w, D) float16, got {ds.shape} {ds.dtype}"]
+    if min(ds.shape) < 1:
+        return [f"{path} has an empty dimension in {ds.shape}"]
+    if ds.size > limits.dense_video_elements:
+        return [f"{path} holds {ds.size} values, more than {limits.dense_video_elements} for one video"]
+    stride, size = _integers(ds, "stride", 1), _integers(ds, "frame_size", 2)
+    if stride is None or size is None:
+        return [f"{path} lacks an integer 'stride' and an integer (height, width) 'frame_size'"]
+    (stride,), (_, h, w, _) = stride, ds.shape
+    if not 1 <= stride <= limits.dense_stride or not all(1 <= side <= limits.frame_side for side in size):
+        return [f"{path} has stride {stride} or frame_size {list(size)} beyond bounds (stride 1-{limits.dense_stride}, "
+                f"sides 1-{limits.frame_side})"]
+    if not all((cells - 1) * stride < side < (cells + 2) * stride for cells, side in ((h, size[0]), (w, size[1]))):
+        return [f"{path}: a grid of {h} x {w} cells of {stride} pixels does not cover frames of {size[0]} x {size[1]}"]
+    return []
+
+
+def _text_problems(objects: dict[str, h5py.Dataset], limits: Limits) -> list[str]:
+    """Captions: ids, video ids and embeddings together, as many of each, as wide as the clip vectors."""
+    t_ids, t_vids, t_emb = (objects.get(f"/text/{k}") for k in ("ids", "video_ids", "embeddings"))
+    if t_ids is None or t_vids is None or t_emb is None:
+        return ["/text must hold ids, video_ids and embeddings together"]
+    if (t_emb.ndim != 2 or t_emb.dtype not in CLIP_DTYPES or t_ids.shape != (t_emb.shape[0],)
+            or t_vids.shape != t_ids.shape or t_emb.shape[0] > limits.items or t_emb.shape[1] > limits.dim
+            or h5py.check_string_dtype(t_ids.dtype) is None or h5py.check_string_dtype(t_vids.dtype) is None):
+        return [f"/text shapes disagree or are beyond bounds: embeddings {t_emb.shape}"]
+    if t_emb.shape[1] != objects["/clip"].shape[2]:
+        return [f"/text/embeddings are {t_emb.shape[1]} wide but /clip is {objects['/clip'].shape[2]}"]
+    return []
 
 
 def _token_problems(ds: h5py.Dataset, n: int, views: int, limits: Limits) -> list[str]:
@@ -200,15 +312,57 @@ def _token_problems(ds: h5py.Dataset, n: int, views: int, limits: Limits) -> lis
     per_clip = views * length * dim
     if per_clip > limits.token_clip_elements or n * per_clip > limits.token_elements:
         problems.append(f"/tokens shape {ds.shape} is beyond sane bounds")
-    if not n:
-        return problems
-    if ds.chunks != (1, views, length, dim):
+    if n and ds.chunks != (1, views, length, dim):
         problems.append(f"/tokens is stored {'in chunks ' + str(ds.chunks) if ds.chunks else 'contiguously'}; it must "
                         f"hold one clip per chunk {(1, views, length, dim)}")
-    elif ds.id.get_num_chunks() != n:
-        problems.append(f"/tokens has {ds.id.get_num_chunks()} of its {n} clips written (unwritten clips would read as "
-                        "zeros)")
     return problems
+
+
+def _scoring_bytes(objects: dict[str, h5py.Dataset]) -> int:
+    """What scoring holds of a file at once at most, as float32: every video vector, one block of clip rows as it
+    reads them, the largest video's dense maps and every caption embedding."""
+    n, views, dim = objects["/clip"].shape
+    dense = max((ds.size for path, ds in objects.items() if path.startswith("/dense/")), default=0)
+    text = objects["/text/embeddings"].size if "/text/embeddings" in objects else 0
+    return 4 * (n * dim + min(n, SCORING_ROWS) * views * dim + dense + text)
+
+
+def _size_problems(f: h5py.File, objects: dict[str, h5py.Dataset], limits: Limits) -> list[str]:
+    """Every dataset counted uncompressed: within `data_bytes`, within `expansion` times the file's own size, and
+    what scoring would hold of it within `memory`."""
+    data = sum(_stored_bytes(ds) for ds in objects.values())
+    if data > limits.data_bytes:
+        return [f"its datasets hold {data} bytes uncompressed, more than the {limits.data_bytes} accepted"]
+    budget = _expansion_budget(f.filename, limits)
+    if data > budget:
+        return [f"its datasets hold {data} bytes uncompressed in a file that occupies {_occupied_bytes(f.filename)} "
+                f"(more than {limits.expansion} times: compressed or sparse filler)"]
+    held = _scoring_bytes(objects)
+    if held > limits.memory:
+        return [f"scoring it would hold {held} bytes at once (video vectors, a block of clips, a video's dense maps, "
+                f"captions as float32), more than {limits.memory}"]
+    return []
+
+
+def bounded_strings(ds: h5py.Dataset, limits: Limits) -> list[str]:
+    """A string dataset read in blocks; raises StoreError for a string that is not UTF-8 or longer than
+    `Limits.string_chars`, or strings that together decode to more than the file's expansion budget (many elements
+    can point at one long string)."""
+    budget = _expansion_budget(ds.file.filename, limits)
+    out, total = [], 0
+    for rows in row_blocks(ds):
+        for raw in ds[rows]:
+            try:
+                text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+            except UnicodeDecodeError:
+                raise StoreError(f"{ds.name} holds a string that is not UTF-8") from None
+            if len(text) > limits.string_chars:
+                raise StoreError(f"{ds.name} holds a string of {len(text)} characters (at most {limits.string_chars})")
+            total += len(text)
+            out.append(text)
+        if total > budget:
+            raise StoreError(f"{ds.name} decodes to more than {budget} bytes of strings, more than the file can hold")
+    return out
 
 
 def token_row_problem(row: np.ndarray, vid: str) -> str | None:
@@ -226,55 +380,104 @@ def clip_block_problem(block: np.ndarray, ids: list[str], start: int) -> str | N
     return None
 
 
-def value_problems(f: h5py.File, check_clip: bool = True, check_tokens: bool = False) -> list[str]:
-    """Unique sorted ids, finite values, sane frame indices, consistent failures, dense maps and captions; read in
-    chunks. `check_clip=False` leaves /clip to a caller that checks its blocks as it copies them. Token features,
-    the largest group by far, are checked clip by clip when a reader reads them, and here only if `check_tokens`."""
+def _index_block_problem(block: np.ndarray) -> str | None:
+    """Why a block of /frame_indices rows cannot be trusted (indices below -1, the padding), or None."""
+    return "/frame_indices has negative indices" if (block < -1).any() else None
+
+
+def dense_problem(maps: np.ndarray, vid: str) -> str | None:
+    """Why (part of) one video's dense maps cannot be trusted (non-finite values), or None."""
+    return None if np.isfinite(maps).all() else f"/dense/{vid} has non-finite values"
+
+
+def _order_problems(ids: list[str], failures: list[tuple[str, str]]) -> list[str]:
+    """Ids unique and sorted; failed ids unique and not also embedded."""
     problems = []
-    ids = read_strings(f["ids"])
     if any(a >= b for a, b in itertools.pairwise(ids)):
         dup = next((a for a, b in itertools.pairwise(ids) if a == b), None)
         problems.append(f"/ids has a duplicate id '{dup}'" if dup is not None else "/ids are not sorted")
-    clip = f["clip"]
-    for start in range(0, clip.shape[0] if check_clip else 0, CHUNK_ROWS):
-        problem = clip_block_problem(clip[start:start + CHUNK_ROWS], ids, start)
-        if problem:
-            problems.append(problem)
-            break
-    if check_tokens and "tokens" in f:
-        for row, vid in enumerate(ids):
-            problem = token_row_problem(f["tokens"][row], vid)
-            if problem:
-                problems.append(problem)
-                break
-    index = f["frame_indices"]
-    for start in range(0, index.shape[0], CHUNK_ROWS):
-        if (index[start:start + CHUNK_ROWS] < -1).any():
-            problems.append("/frame_indices has negative indices")
-            break
-    failed = [vid for vid, _ in read_failures(f)]
+    failed = [vid for vid, _ in failures]
     overlap = sorted(set(failed) & set(ids))
     if overlap:
         problems.append(f"id '{overlap[0]}' is both embedded and listed as failed")
     if len(set(failed)) != len(failed):
         problems.append("/failures/ids has duplicates")
-    stray = sorted(set(f["dense"]) - set(ids))
-    if stray:
-        problems.append(f"/dense/{stray[0]} is not an embedded id")
-    if "text" in f:
-        text = read_text(f)
-        if not np.isfinite(text.embeddings).all():
-            problems.append("/text/embeddings has non-finite values")
-        unknown = sorted(set(text.video_ids) - set(ids) - set(failed))
-        if unknown:
-            problems.append(f"/text/video_ids names unknown video '{unknown[0]}'")
     return problems
+
+
+def _checked_failures(f: h5py.File, limits: Limits) -> list[tuple[str, str]]:
+    """The (id, reason) pairs of /failures, read with `bounded_strings`."""
+    return list(zip(bounded_strings(f["failures/ids"], limits), bounded_strings(f["failures/errors"], limits),
+                    strict=True))
+
+
+def _caption_problems(f: h5py.File, limits: Limits, known: set[str]) -> list[str]:
+    """Caption ids bounded, embeddings finite, every caption of a `known` video (embedded or failed)."""
+    bounded_strings(f["text/ids"], limits)
+    video_ids = bounded_strings(f["text/video_ids"], limits)
+    if not np.isfinite(read_text(f).embeddings).all():
+        return ["/text/embeddings has non-finite values"]
+    unknown = sorted(set(video_ids) - known)
+    return [f"/text/video_ids names unknown video '{unknown[0]}'"] if unknown else []
+
+
+def _block_problems(f: h5py.File, ids: list[str], check_clip: bool) -> list[str]:
+    """Clip vectors (if `check_clip`) and frame indices, block by block; the first problem of each."""
+    problems = []
+    for rows in row_blocks(f["clip"]) if check_clip else ():
+        problem = clip_block_problem(f["clip"][rows], ids, rows.start)
+        if problem:
+            problems.append(problem)
+            break
+    for rows in row_blocks(f["frame_indices"]):
+        problem = _index_block_problem(f["frame_indices"][rows])
+        if problem:
+            problems.append(problem)
+            break
+    return problems
+
+
+def _lazy_problems(f: h5py.File, ids: list[str]) -> list[str]:
+    """Token features clip by clip and dense maps frame by frame (the groups a reader checks as it reads them)."""
+    for row, vid in enumerate(ids if "tokens" in f else ()):
+        problem = token_row_problem(f["tokens"][row], vid)
+        if problem:
+            return [problem]
+    for vid in sorted(f["dense"]):
+        ds = f["dense"][vid]
+        for t in range(ds.shape[0]):
+            problem = dense_problem(ds[t], vid)
+            if problem:
+                return [problem]
+    return []
+
+
+def value_problems(f: h5py.File, limits: Limits = Limits(), check_clip: bool = True,
+                   check_lazy: bool = False) -> list[str]:
+    """Unique sorted ids, finite values, sane frame indices, consistent failures, dense maps and captions, strings
+    within bounds; read in blocks. `check_clip=False` leaves /clip to a caller that checks its blocks as it copies
+    them. Token features and dense maps, the largest groups, are checked as a reader reads them (clip by clip,
+    video by video), and here only if `check_lazy`."""
+    try:
+        ids = bounded_strings(f["ids"], limits)
+        failures = _checked_failures(f, limits)
+        problems = _order_problems(ids, failures) + _block_problems(f, ids, check_clip)
+        stray = sorted(set(f["dense"]) - set(ids))
+        if stray:
+            problems.append(f"/dense/{stray[0]} is not an embedded id")
+        if "text" in f:
+            problems += _caption_problems(f, limits, set(ids) | {vid for vid, _ in failures})
+    except StoreError as exc:
+        return [str(exc)]
+    return problems + (_lazy_problems(f, ids) if check_lazy and not problems else [])
 
 
 def open_h5(path: Path) -> h5py.File:
     """Open an HDF5 file read-only, with a one-line error for a missing, empty, foreign or truncated file."""
     if not path.exists():
         raise StoreError(f"{path}: file not found")
+    if not path.is_file():
+        raise StoreError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise StoreError(f"{path}: file is empty (0 bytes)")
     if not h5py.is_hdf5(str(path)):
@@ -293,19 +496,27 @@ def unreadable(exc: Exception) -> str:
     return f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
 
 
-def file_problems(path: str | Path, limits: Limits = Limits(), check_values: bool = True) -> list[str]:
-    """Every problem with an embedding file, one line each, prefixed with the path (token features included)."""
+def summary(problems: list[str]) -> str:
+    """The first of several problems, and how many more there are."""
+    return problems[0] + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else "")
+
+
+def file_problems(path: str | Path, limits: Limits = Limits(), check_values: bool = True,
+                  check_lazy: bool = True) -> list[str]:
+    """Every problem with an embedding file, one printable line each, prefixed with the path (token features and
+    dense maps too unless not `check_lazy`). Run it on a file we did not write in the sandbox (`store.sandbox`):
+    HDF5 itself may crash or hang on one."""
     path = Path(path)
     try:
         f = open_h5(path)
     except StoreError as exc:
-        return [str(exc)]
+        return [one_line(str(exc))]
     try:
         problems = structure_problems(f, limits)
         if not problems and check_values:
-            problems = value_problems(f, check_tokens=True)
+            problems = value_problems(f, limits, check_lazy=check_lazy)
     except READ_ERRORS as exc:
         problems = [unreadable(exc)]
     finally:
         f.close()
-    return [f"{path}: {p}" for p in problems]
+    return [one_line(f"{path}: {p}") for p in problems]

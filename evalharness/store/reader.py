@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..checksum import sha256_files
 from ..errors import StoreError
-from .checks import READ_ERRORS, open_h5, structure_problems, token_row_problem, unreadable, value_problems
+from .checks import (
+    READ_ERRORS,
+    bounded_strings,
+    dense_problem,
+    open_h5,
+    row_blocks,
+    structure_problems,
+    summary,
+    token_row_problem,
+    unreadable,
+    value_problems,
+)
 from .layout import (
     DenseMaps,
     Header,
@@ -18,7 +30,6 @@ from .layout import (
     from_stored_tokens,
     read_dense_geometry,
     read_failures,
-    read_strings,
     read_text,
     read_token_info,
 )
@@ -29,28 +40,28 @@ class EmbeddingFile:
 
     Structure and bounds are always checked on open; values (ids sorted and unique, finite
     vectors, frame indices, failures, dense and text groups) too unless `check_values` is
-    false: for files this process or its sandboxed child wrote and checked, or for a reader
-    that checks the values itself as it reads them (the canonical copy of a submission)."""
+    false: for files this process or its sandboxed child wrote or checked, or for a reader
+    that checks the values itself as it reads them (the canonical copy of a submission).
+    Token features and dense maps are checked as they are read, clip by clip, video by video."""
 
     def __init__(self, path: str | Path, limits: Limits = Limits(), check_values: bool = True):
-        self.path = Path(path)
+        self.path, self.limits = Path(path), limits
         self._f = open_h5(self.path)
         try:
             problems = structure_problems(self._f, limits)
             if not problems and check_values:
-                problems = value_problems(self._f)
-            if problems:
-                raise StoreError(f"{self.path}: {problems[0]}"
-                                 + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""))
-            self.header = Header.read(self._f.attrs, str(self.path))
-            self.ids = read_strings(self._f["ids"])
-            self.token_info = read_token_info(self._f)
+                problems = value_problems(self._f, limits)
+            if not problems:
+                self.header = Header.read(self._f.attrs, "root")
+                self.ids = bounded_strings(self._f["ids"], limits)
+                self.token_info = read_token_info(self._f)
         except READ_ERRORS as exc:
+            problems = [unreadable(exc)]
+        except StoreError as exc:
+            problems = [str(exc)]
+        if problems:
             self._f.close()
-            raise StoreError(f"{self.path}: {unreadable(exc)}") from None
-        except StoreError:
-            self._f.close()
-            raise
+            raise StoreError(f"{self.path}: {summary(problems)}")
         self.id_set = frozenset(self.ids)
         self._row = {vid: i for i, vid in enumerate(self.ids)}
 
@@ -65,7 +76,7 @@ class EmbeddingFile:
 
     def value_problems(self, check_clip: bool = True) -> list[str]:
         """The value checks of an unchecked open (see `checks.value_problems`)."""
-        return value_problems(self._f, check_clip)
+        return value_problems(self._f, self.limits, check_clip)
 
     def clip_tokens(self, clip: str | int, stored: bool = False) -> np.ndarray:
         """One clip's token features (V, L, D), by id or row, checked finite as they are read: float32, or as stored
@@ -78,6 +89,10 @@ class EmbeddingFile:
         if problem:
             raise StoreError(f"{self.path}: {problem}")
         return tokens if stored else from_stored_tokens(tokens, self.token_info.dtype)
+
+    def row_blocks(self) -> Iterator[slice]:
+        """The rows in consecutive blocks of clip vectors and frame indices small enough to read at once."""
+        return row_blocks(self._f["clip"], self._f["frame_indices"])
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -122,20 +137,19 @@ class EmbeddingFile:
         return LazyMap(keys, lambda vid: DenseMaps(self.dense(vid), *self.dense_geometry(vid)))
 
     def dense(self, vid: str) -> np.ndarray:
-        """Per-frame feature maps (T, h, w, D) of one video, read on demand."""
+        """Per-frame feature maps (T, h, w, D) of one video, read on demand and checked finite."""
         if vid not in self._f["dense"]:
             raise StoreError(f"{self.path}: no dense features for '{vid}'")
-        return self._f["dense"][vid][()]
+        maps = self._f["dense"][vid][()]
+        problem = dense_problem(maps, vid)
+        if problem:
+            raise StoreError(f"{self.path}: {problem}")
+        return maps
 
     def dense_geometry(self, vid: str) -> tuple[int, tuple[int, int]]:
-        """(grid stride in pixels, (height, width) of the frames the maps cover) of one video's dense maps."""
-        try:
-            stride, size = read_dense_geometry(self._f["dense"][vid])
-        except (KeyError, TypeError, ValueError):
-            raise StoreError(f"{self.path}: /dense/{vid} lacks valid 'stride' and 'frame_size' attributes") from None
-        if stride < 1 or len(size) != 2 or min(size) < 1:
-            raise StoreError(f"{self.path}: /dense/{vid} has impossible stride {stride} or frame_size {size}")
-        return stride, size
+        """(grid stride in pixels, (height, width) of the frames the maps cover) of one video's dense maps (checked on
+        open: integers within bounds that agree with the grid)."""
+        return read_dense_geometry(self._f["dense"][vid])
 
     def file_sha256(self) -> str:
         return sha256_files([self.path])

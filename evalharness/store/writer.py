@@ -19,13 +19,15 @@ import numpy as np
 from ..environment import utc_now
 from ..errors import OtherRunError, StoreError
 from ..protocol import Task
-from .checks import CHUNK_ROWS, clip_block_problem
+from .checks import clip_block_problem
 from .layout import (
     PART_RE,
     TEXT_PART,
     Chunk,
     Header,
+    Keep,
     LazyMap,
+    Limits,
     Shape,
     TextEmbeddings,
     TokenInfo,
@@ -213,33 +215,44 @@ def part_failures(path: Path) -> list[tuple[str, str]]:
         return read_failures(f)
 
 
-def write_canonical(source: Path, out: Path) -> tuple[Header, int]:
-    """Check a hostile file's values while copying its arrays into a fresh file of our own layout, in one pass.
+def write_canonical(source: Path, out: Path, keep: Keep = Keep(), limits: Limits = Limits()) -> tuple[Header, int]:
+    """Check a hostile file's values while copying what `keep` asks for into a fresh file of our own layout, in one
+    pass: the rows of its ids, and the dense maps, captions and token features only where asked.
 
     Only the arrays survive (no structure, filters or attributes of the original); a
     problem found on the way raises StoreError and leaves nothing at `out`. Returns the
-    source's header and number of clips."""
-    with EmbeddingFile(source, check_values=False) as src:
+    source's header and the number of clips copied."""
+    with EmbeddingFile(source, limits, check_values=False) as src:
         problems = src.value_problems(check_clip=False)
         if problems:
             raise StoreError(f"{source}: {problems[0]}")
-        n, views, dim = src.shape
+        rows = np.array([i for i, vid in enumerate(src.ids) if keep.ids is None or vid in keep.ids], dtype=np.int64)
+        _, views, dim = src.shape
         index = src.frame_indices(slice(0, 0))
-        shape = Shape(n, views, dim, src.clip_dtype, index.shape[1], index.shape[2], src.token_info)
-        failures = [(vid, reason[:500]) for vid, reason in src.failures]
+        tokens = src.token_info if keep.tokens else None
+        shape = Shape(len(rows), views, dim, src.clip_dtype, index.shape[1], index.shape[2], tokens)
+        kept = [(vid, reason[:500]) for vid, reason in src.failures if keep.ids is None or vid in keep.ids]
+        text = src.text() if src.has_text and keep.text else None
+        chunks = _canonical_chunks(src, rows, keep, kept, shape)
+        atomic_h5(out, lambda f: fill(f, src.header, shape, chunks, text))
+        return src.header, len(rows)
 
-        def chunks() -> Iterator[Chunk]:
-            for start in range(0, n, CHUNK_ROWS):
-                rows = slice(start, start + CHUNK_ROWS)
-                block = src.clip(rows)
-                problem = clip_block_problem(block, src.ids, start)
-                if problem:
-                    raise StoreError(f"{source}: {problem}")
-                ids = src.ids[rows]
-                tokens = LazyMap(ids, src.clip_tokens) if src.token_info is not None else {}
-                yield Chunk(ids, block.astype(src.clip_dtype), src.frame_indices(rows), src.dense_maps(ids), tokens=tokens)
-            yield Chunk([], np.zeros((0, views, dim), np.float32), np.zeros((0, shape.temporal_views, 0), np.int32),
-                        failures=failures)
 
-        atomic_h5(out, lambda f: fill(f, src.header, shape, chunks(), src.text() if src.has_text else None))
-        return src.header, n
+def _canonical_chunks(src: EmbeddingFile, rows: np.ndarray, keep: Keep, failures: list[tuple[str, str]],
+                      shape: Shape) -> Iterator[Chunk]:
+    """The kept rows of a source in blocks, their clip vectors checked as they are read (dense maps and tokens are
+    checked by the reader, one video or clip at a time), then the kept failures."""
+    for block in src.row_blocks():
+        local = rows[(rows >= block.start) & (rows < block.stop)] - block.start
+        if not len(local):
+            continue
+        ids = [src.ids[block.start + i] for i in local]
+        clip = src.clip(block)[local]
+        problem = clip_block_problem(clip, ids, 0)
+        if problem:
+            raise StoreError(f"{src.path}: {problem}")
+        dense = src.dense_maps(ids) if keep.dense else {}
+        tokens = LazyMap(ids, src.clip_tokens) if shape.tokens is not None else {}
+        yield Chunk(ids, clip.astype(src.clip_dtype), src.frame_indices(block)[local], dense, tokens=tokens)
+    yield Chunk([], np.zeros((0, shape.views, shape.dim), np.float32), np.zeros((0, shape.temporal_views, 0), np.int32),
+                failures=failures)

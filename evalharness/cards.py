@@ -20,7 +20,7 @@ import yaml
 from .datasets import CardValueError, adapter
 from .errors import ProtocolError
 from .probes import resolve_config
-from .protocol import ROLES, Protocol, check_keys, parse_structure, where
+from .protocol import ROLES, Protocol, card_differences, check_keys, parse_structure, where
 
 
 def _dataset(protocol: Protocol) -> None:
@@ -91,9 +91,42 @@ def _shipped_protocol(name: str) -> Protocol:
     return protocol
 
 
+CARD_COLUMNS = ("name", "version", "task", "dataset", "frames", "views", "crop", "probes", "extraction hash")
+
+
+def card_row(protocol: Protocol) -> tuple[str, ...]:
+    """A card's row under CARD_COLUMNS (`evalharness protocols`): its adapter, frames as count and sampling
+    ('16 dense stride 4', 'all'), views as temporal x spatial, the crop side ('none': whole frames), the probes it
+    lists and the first 12 characters of its extraction hash."""
+    frames = protocol.frames
+    sampled = " ".join([*([str(frames.count)] if frames.count is not None else []), frames.sampling,
+                        *([f"stride {frames.stride}"] if frames.stride is not None else [])])
+    crop = protocol.transform.crop
+    return (protocol.name, str(protocol.version), str(protocol.task), str(protocol.dataset["adapter"]), sampled,
+            f"{protocol.views.temporal}x{protocol.views.spatial}", "none" if crop is None else str(crop),
+            ",".join(protocol.probes), protocol.extraction_hash[:12])
+
+
 def load_protocol(ref: str | Path) -> Protocol:
     """Load a card by path to a YAML file, or by shipped name."""
     path = Path(ref)
     if path.is_file():
         return parse_protocol(_read_card(path), str(path))
     return shipped_protocol(str(ref))
+
+
+def check_not_shadowing(protocol: Protocol) -> None:
+    """Refuse a card that takes a shipped card's name and version with other settings (its records would carry
+    the shipped card's name and different hashes), naming the keys that differ."""
+    if protocol.name not in shipped_cards():
+        return
+    shipped = _shipped_protocol(protocol.name)
+    if shipped.version != protocol.version or (shipped.extraction_hash, shipped.probe_hash) == (
+            protocol.extraction_hash, protocol.probe_hash):
+        return
+    ours, theirs = shipped.to_dict(), protocol.to_dict()
+    keys = card_differences({k: v for k, v in ours.items() if k not in ("description", "source")},
+                            {k: v for k, v in theirs.items() if k not in ("description", "source")}, "card")
+    raise ProtocolError(f"protocol {protocol.name} v{protocol.version} is a shipped card's name and version with other "
+                        f"settings (shipped -> yours: {'; '.join(keys)}); give your card another name, or a new "
+                        "version")

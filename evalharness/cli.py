@@ -9,8 +9,10 @@ from pathlib import Path
 import click
 import yaml
 
+from .backbones import FACTORIES
+from .backbones.catalog import model_forms
 from .errors import ChunkingError, HarnessError, OtherRunError, TooLargeError
-from .untrusted import one_line, shown
+from .untrusted import one_line
 
 
 def _size(value: str) -> int:
@@ -23,13 +25,10 @@ def _size(value: str) -> int:
         raise click.BadParameter(f"'{value}' is not a size such as 500M, 50G or 2T") from None
 
 
-def score_line(record: dict) -> str:
-    """A record's headline as one line: shares in percent, ranks as they are, with the interval."""
-    head = record["metrics"][record["headline"]]
-    scale, digits = (100, 2) if head["unit"] == "fraction" else (1, 1)
-    return (f"{shown(record['model'])}{'@' + shown(record['model_revision']) if record['model_revision'] else ''} "
-            f"{shown(record['protocol'])} {record['probe']} {shown(record['headline'])}: "
-            f"{scale * head['value']:.{digits}f} [{scale * head['ci_low']:.{digits}f}, {scale * head['ci_high']:.{digits}f}]")
+def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as lines with each column padded to its widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -50,14 +49,13 @@ def cli() -> None:
 @cli.command()
 @click.argument("name", required=False)
 def protocols(name: str | None) -> None:
-    """List the shipped protocol cards, or print one (name or path) resolved."""
-    from .cards import load_protocol, shipped_cards
+    """List the shipped protocol cards (name, version, task, dataset, frames, views, crop, probes, extraction hash),
+    or print one (name or path) resolved."""
+    from .cards import CARD_COLUMNS, card_row, load_protocol, shipped_cards
 
     if name is None:
-        cards = [load_protocol(card) for card in sorted(shipped_cards())]
-        width = max(len(p.name) for p in cards)
-        for p in cards:
-            click.echo(f"{p.name:{width}s} v{p.version}  {p.task:18s} {p.dataset['adapter']:10s} {p.extraction_hash[:12]}")
+        for line in _aligned([CARD_COLUMNS, *(card_row(load_protocol(card)) for card in sorted(shipped_cards()))]):
+            click.echo(line)
         return
     p = load_protocol(name)
     click.echo(yaml.safe_dump(p.to_dict(), sort_keys=False).rstrip())
@@ -131,8 +129,29 @@ def model(spec: str, weights: str | None) -> None:
 
 
 @cli.command()
+def models() -> None:
+    """List the model families (builtin:, hf:, ...), the builtin models, and whether each family's extra is
+    installed."""
+    from .backbones.catalog import listing
+
+    for line in listing(FACTORIES):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def info(file: Path) -> None:
+    """Summarise an embedding file (model, protocol, hashes, clips, views, width, tokens, dense maps, captions,
+    failures, size) from its header and shapes, read in a sandboxed child; no array is read."""
+    from .store.summary import summarise, summary_lines
+
+    for line in summary_lines(file, summarise(file)):
+        click.echo(line)
+
+
+@cli.command()
 @click.option("--model", "-m", required=True,
-              help="Backbone: builtin:pixels, hf:<folder or id>, timm:<name>, torchvision:<name> (see README).")
+              help=f"Backbone: {', '.join(model_forms(FACTORIES))} (`evalharness models` describes them).")
 @click.option("--weights", help="Weights file for timm:/torchvision: models, or 'random' (recorded as random-init).")
 @click.option("--protocol", "-p", "card", required=True, help="Protocol card name or YAML path.")
 @click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="Dataset root.")
@@ -162,9 +181,11 @@ def model(spec: str, weights: str | None) -> None:
 @click.option("--allow-failures", is_flag=True, help="Exit 0 even if some clips could not be decoded.")
 @click.option("--retry-failures", is_flag=True, help="Recompute finished chunks that recorded failures.")
 @click.option("--keep-parts", is_flag=True, help="Keep the part files after finalizing.")
+@click.option("--name", default="", help="The name tables show for this model (kept in the file; default: the model "
+                                        "spec, a local folder by its name).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def extract(model, weights, card, data, out, shard, engine, shards, ray_address, batch_size, chunk_size, device, workers,
-            dtype, autocast, token_dtype, max_size, allow_failures, retry_failures, keep_parts, quiet):
+            dtype, autocast, token_dtype, max_size, allow_failures, retry_failures, keep_parts, name, quiet):
     """Embed every clip of a protocol's dataset with a frozen backbone (resumable, shardable)."""
     from .backbones import build_backbone
     from .cards import load_protocol
@@ -175,7 +196,7 @@ def extract(model, weights, card, data, out, shard, engine, shards, ray_address,
     cfg = ExtractConfig(batch_size=batch_size, chunk_size=chunk_size, workers=workers, device=device_for_rank(device),
                         shard=shard_from_env() if shard == "auto" else _shard(shard), dtype=dtype, autocast=autocast,
                         token_dtype=token_dtype, max_size=_size(max_size),
-                        retry_failures=retry_failures, keep_parts=keep_parts, quiet=quiet)
+                        retry_failures=retry_failures, keep_parts=keep_parts, quiet=quiet, name=name)
     protocol = load_protocol(card)
     if engine == "ray" and shard != "0/1":
         raise HarnessError("--engine ray makes its own shards; use --shards N instead of --shard")
@@ -265,25 +286,34 @@ def _conformance(file: Path, card: str, data: Path | None) -> list[str]:
 @click.option("--micro-batch", default=0, show_default=True, type=click.IntRange(0),
               help="attentive: clips per forward pass when a batch does not fit in memory (gradients are "
                    "accumulated, the recipe is unchanged; 0: the whole batch).")
+@click.option("--rerun", is_flag=True, help="Score again even where a record of the same file, card, clips and probe "
+                                           "settings exists (it is replaced, and the command says so).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, workers, micro_batch, quiet):
+def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, workers, micro_batch, rerun, quiet):
     """Score an embedding file with PROBE (knn, linear, retrieval, labelprop, attentive, or all the card lists).
 
     Under torchrun (`torchrun --nproc_per_node N -m evalharness probe attentive ...`) every process trains on its
     share of each batch and rank 0 writes the records."""
     from .cards import load_protocol
     from .distributed import device_for_rank, rank_and_world
-    from .results import write_record
+    from .results import headline, record_path, reusable, save_record
     from .scoring import MismatchError, probes_for, score
     from .store.sandbox import require_valid
 
     def publish(record: dict) -> None:
         if rank_and_world()[0] != 0:
             return
-        path = write_record(record, results)
-        click.echo(f"{score_line(record)} -> {path}")
+        path, note = save_record(record, results, rerun)
+        click.echo(f"{headline(record)} -> {path}" + (f" ({note})" if note else ""))
         for caveat in record["caveats"]:
             click.echo(f"  caveat: {one_line(caveat)}")
+
+    def keep(record: dict) -> dict | None:
+        kept = reusable(results, record)
+        if kept is not None and rank_and_world()[0] == 0:
+            click.echo(f"{headline(kept)} (kept {record_path(Path(results), kept)}: same file, card, clips and "
+                       "probe settings; --rerun to score again)")
+        return kept
 
     protocol = load_protocol(card)
     options = {"workers": workers, "quiet": quiet, "micro_batch": micro_batch,
@@ -293,9 +323,42 @@ def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, 
     try:
         score(file, protocol, names, data_root=data, device=device_for_rank(device),
               allow_mismatch=allow_mismatch, values_checked=True,
-              options=options, on_record=publish)
+              options=options, on_record=publish, reuse=None if rerun else keep)
     except MismatchError as exc:
         raise HarnessError(f"{exc} (use --allow-mismatch to score anyway, marked non-conforming)") from None
+
+
+@cli.command("run")
+@click.option("--model", "-m", "models", multiple=True, required=True,
+              help="Backbone (repeat for several): builtin:NAME, hf:<folder or id>, timm:<name>, torchvision:<name>.")
+@click.option("--protocol", "-p", "cards", multiple=True, required=True, help="Card name or YAML path (repeat).")
+@click.option("--data", "-d", "data", multiple=True, required=True,
+              help="Dataset root for every card, or CARD=ROOT for one card's own (repeat).")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: embeddings/ (the cache), results/; a smoke run writes under OUT/limit-N/.")
+@click.option("--limit", type=click.IntRange(1), help="Smoke run: N clips per split, every score marked non-conforming.")
+@click.option("--rerun", is_flag=True, help="Score again where records of the same inputs exist (they are replaced).")
+@click.option("--allow-mismatch", is_flag=True, help="Score files that lack clips (failed decodes); marked non-conforming.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--workers", default=2, show_default=True, help="Decoding worker processes.")
+@click.option("--batch-size", default=16, show_default=True, help="Clip views per forward pass.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run_command(models, cards, data, out, limit, rerun, allow_mismatch, device, workers, batch_size, quiet):
+    """From models to a leaderboard in one command: extract what is missing (an existing file of the same model,
+    card and clips is reused, a half-done one resumed), score what is missing or stale, print the table."""
+    from .runs import data_roots, layout, run
+
+    default, roots = data_roots(list(data), list(cards))
+    outcome = run(list(models), list(cards), default, out, roots=roots, limit=limit, rerun=rerun,
+                  allow_mismatch=allow_mismatch, device=device, workers=workers, batch_size=batch_size, quiet=quiet,
+                  echo=click.echo)
+    if outcome.table:
+        click.echo(outcome.table)
+        click.echo(f"records in {layout(out, limit) / 'results'} (`evalharness leaderboard show` builds tables from them)")
+    for problem in outcome.problems:
+        click.echo(f"error: {problem}", err=True)
+    if outcome.problems:
+        sys.exit(1)
 
 
 @cli.command()
@@ -329,7 +392,9 @@ class _ShowByDefault(click.Group):
 
 @cli.group(cls=_ShowByDefault)
 def leaderboard() -> None:
-    """Leaderboard tables from result records, and leaderboard folders that accept submissions."""
+    """Leaderboard tables from result records, and leaderboard folders that accept submissions.
+
+    `leaderboard RESULTS...` means `leaderboard show RESULTS...`."""
 
 
 @leaderboard.command("show")
@@ -339,12 +404,20 @@ def leaderboard() -> None:
 @click.option("--metric", type=click.Choice(["headline", "all"]), default="headline", show_default=True,
               help="One column per task (headline metric) or per metric.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the table here instead of printing it.")
-def show(results: tuple[Path, ...], fmt: str, metric: str, out: Path | None) -> None:
-    """A row per model, a column per protocol x probe metric (value, 95% CI, rank), coverage and mean rank."""
-    from .report import board, render
+@click.option("--rank-all", is_flag=True,
+              help="Also rank non-conforming results (--allow-mismatch, --limit) and count them in coverage and mean rank.")
+@click.option("--details", "model", help="With --format html: per-class accuracy and confusion matrix of this "
+                                         "model (model or model@revision, as in the table).")
+def show(results: tuple[Path, ...], fmt: str, metric: str, out: Path | None, rank_all: bool, model: str | None) -> None:
+    """A row per model, a column per protocol x probe metric (value, 95% CI, rank), coverage and mean rank;
+    non-conforming results are shown, marked *, but not ranked unless --rank-all."""
+    from .report import board, details, render
     from .results import find_records
 
-    text = render(board(find_records(list(results)), metric), fmt)
+    if model is not None and fmt != "html":
+        raise HarnessError("--details is shown in the html page: add --format html")
+    records = find_records(list(results))
+    text = render(board(records, metric, rank_all), fmt, details(records, model) if model is not None else [])
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n", encoding="utf-8")
@@ -370,12 +443,14 @@ def init(folder: Path, cards: tuple[str, ...], data: Path, max_bytes: int) -> No
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--leaderboard", "-l", "folder", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Validate and score, change nothing.")
-def submit(file: Path, folder: Path, dry_run: bool) -> None:
+@click.option("--quiet", is_flag=True, help="No progress lines from the scoring.")
+def submit(file: Path, folder: Path, dry_run: bool, quiet: bool) -> None:
     """Accept an embedding file from someone else: validate it in a sandbox, score it with our labels, publish."""
+    from .results import headline
     from .submit import submit as run
 
-    for record in run(file, folder, dry_run):
-        click.echo(f"{'would score' if dry_run else 'scored'} {score_line(record)}")
+    for record in run(file, folder, dry_run, quiet):
+        click.echo(f"{'would score' if dry_run else 'scored'} {headline(record)}")
         for caveat in record["caveats"]:
             click.echo(f"  caveat: {one_line(caveat)}")
         replaced = record["embedding_file"].get("replaced")
@@ -390,11 +465,14 @@ def submit(file: Path, folder: Path, dry_run: bool) -> None:
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--baseline", "-b", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Committed table (leaderboard --format json or csv).")
-@click.option("--tolerance", default=0.001, show_default=True, help="Absolute change allowed before a score counts as moved.")
+@click.option("--tolerance", default=0.1, show_default=True, type=click.FloatRange(min=0),
+              help="Change allowed before a score counts as moved: percentage points for shares (accuracy, recall), "
+                   "rank units for ranks; above 5 points the report warns that real changes pass.")
 @click.option("--strict", is_flag=True, help="Also fail on improvements (the baseline must be updated on purpose).")
 @click.option("--update", is_flag=True, help="Rewrite the baseline from the current results.")
 def check(results: tuple[Path, ...], baseline: Path, tolerance: float, strict: bool, update: bool) -> None:
-    """CI gate: compare headline scores with a baseline; exit 1 on a drop, a missing row or a changed protocol."""
+    """CI gate: compare headline scores with a baseline; exit 1 on a drop, a missing row or a changed extraction,
+    manifest or probe hash (the report names which)."""
     from .report import board
     from .report.regress import compare, markdown_report, read_baseline, write_baseline
     from .results import find_records

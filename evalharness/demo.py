@@ -6,21 +6,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .cards import load_protocol
 from .datasets.synthetic import SynthConfig, generate
-from .extract import ExtractConfig, extract
+from .errors import HarnessError
 from .progress import bar
-from .report import board, render
-from .results import write_record
-from .scoring import score
-from .untrusted import folder_name
+from .runs import run
 
 MODELS = ("builtin:pixels", "builtin:stats")
 CARDS = ("synthetic-appearance", "synthetic-motion", "synthetic-motion-tokens")
 
 
 def run_demo(out: str | Path, workers: int = 2, quiet: bool = False, echo: Callable[[str], None] = print) -> str:
-    """Run the whole pipeline under `out` and return the leaderboard as markdown."""
+    """Run the whole pipeline under `out` (what is already there is reused) and return the leaderboard as markdown."""
     out = Path(out)
     started = time.perf_counter()
     data = out / "data"
@@ -29,17 +25,9 @@ def run_demo(out: str | Path, workers: int = 2, quiet: bool = False, echo: Calla
         with bar(cfg.clips, "synth", "clip", quiet) as progress:
             generate(data, cfg, progress=progress.update)
     echo(f"benchmark videos, masks, manifest: {data}")
-    records = []
-    for card in CARDS:
-        protocol = load_protocol(card)
-        for model in MODELS:
-            path = out / "embeddings" / folder_name(model, "") / f"{card}.h5"
-            summary = extract(model, protocol, data, path, ExtractConfig(batch_size=16, workers=workers, quiet=quiet))
-            echo(f"embeddings {model} {card}: {path} ({summary.embedded} clips, {summary.clips_per_second:.1f} clips/s)")
-            for record in score(path, protocol, data_root=data):
-                records.append(record)
-                echo(f"result {model} {card} {record['probe']}: {write_record(record, out / 'results')}")
-    table = render(board(records))
-    (out / "leaderboard.md").write_text(table + "\n", encoding="utf-8")
+    outcome = run(list(MODELS), list(CARDS), data, out, workers=workers, quiet=quiet, echo=echo)
+    if outcome.problems:
+        raise HarnessError(f"demo: {'; '.join(outcome.problems)}")
+    (out / "leaderboard.md").write_text(outcome.table + "\n", encoding="utf-8")
     echo(f"leaderboard: {out / 'leaderboard.md'} (demo took {time.perf_counter() - started:.0f} s)")
-    return table
+    return outcome.table

@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
-from . import __version__
+from .version import __version__
 
 
 def utc_now() -> str:

@@ -248,3 +248,23 @@ def davis_object_scores(truth: np.ndarray, predicted: np.ndarray, object_id: int
     f = np.array([boundary_f(t == object_id, p == object_id) for t, p in zip(truth[1:-1], predicted[1:-1], strict=True)])
     return {"J": float(j.mean()), "F": float(f.mean()), "J_recall": float((j > 0.5).mean()),
             "F_recall": float((f > 0.5).mean()), "J_frames": j.tolist(), "F_frames": f.tolist()}
+
+
+MAX_CLASSES = 1000  # classes of a confusion matrix a record keeps (Kinetics-700 fits; a record over it keeps none)
+
+
+def confusion(predictions: dict | None) -> dict | None:
+    """Per-class counts of a classification record's test predictions: the classes named (true or predicted,
+    sorted) and the confusion matrix (row: true class, column: predicted; a record with one prediction per seed
+    counts each), or None for predictions without true and predicted labels or with more than MAX_CLASSES classes."""
+    if not predictions or "label" not in predictions or "predicted" not in predictions:
+        return None
+    pairs = [(true, guess) for true, row in zip(predictions["label"], predictions["predicted"], strict=True)
+             for guess in (row if isinstance(row, list) else [row])]
+    classes = sorted({name for pair in pairs for name in pair})
+    if not classes or len(classes) > MAX_CLASSES:
+        return None
+    index = {name: i for i, name in enumerate(classes)}
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(matrix, ([index[t] for t, _ in pairs], [index[p] for _, p in pairs]), 1)
+    return {"classes": classes, "confusion": matrix.tolist()}

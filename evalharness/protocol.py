@@ -8,6 +8,7 @@ blocks against the adapters and probes that will run it.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -317,3 +318,48 @@ def parse_structure(raw: Any, source: str = "<memory>") -> Protocol:
         description=str(raw.get("description", "")).strip(),
         source=str(raw.get("source", "")).strip(),
     )
+
+
+def card_differences(ours: Any, theirs: Any, prefix: str = "", limit: int = 6) -> list[str]:
+    """The dotted keys where two resolved cards (or any JSON-like values) differ, as `key: ours -> theirs`, at most
+    `limit` of them (a last line counts the rest), so a refusal can say what differs and not just that it does."""
+    found: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{key}.{k}" if key else str(k))
+        elif a != b or type(a) is not type(b):
+            found.append(f"{key or '(card)'}: {_brief(a)} -> {_brief(b)}")
+
+    walk(ours, theirs, prefix)
+    return found[:limit] + ([f"and {len(found) - limit} more"] if len(found) > limit else [])
+
+
+_ABSENT = object()
+
+
+def _brief(value: Any) -> str:
+    """A value as a refusal shows it: `absent` for a missing key, otherwise its repr cut to 60 characters."""
+    if value is _ABSENT:
+        return "absent"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def extraction_differences(stored_json: str, protocol: Protocol | str) -> list[str]:
+    """The extraction settings in which a file's stored card (`protocol_json`) differs from `protocol` (a card, or
+    another stored card), as `card.key: file -> card`; one line when the stored card cannot be read."""
+    ours = protocol.extraction_dict() if isinstance(protocol, Protocol) else _extraction_part(json.loads(protocol))
+    try:
+        stored = json.loads(stored_json)
+    except (json.JSONDecodeError, RecursionError):
+        return ["the file's stored card is not readable JSON"]
+    if not isinstance(stored, dict):
+        return ["the file's stored card is not a mapping"]
+    return card_differences({k: stored.get(k, _ABSENT) for k in ours}, ours, "card")
+
+
+def _extraction_part(card: dict) -> dict:
+    """The keys of a resolved card's dict that `extraction_hash` covers."""
+    return {k: v for k, v in card.items() if k not in ("probes", "description", "source")}

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
 from .cards import shipped_cards, shipped_protocol
 from .environment import environment, utc_now
 from .errors import HarnessError
-from .metrics import FRACTION, INTERVALS, RANK, UNITS, mcnemar_exact, paired_difference
+from .metrics import FRACTION, INTERVALS, MAX_CLASSES, RANK, UNITS, confusion, mcnemar_exact, paired_difference
 from .probes import ProbeOutcome
 from .protocol import Protocol
-from .untrusted import folder_name, name_problem
+from .untrusted import folder_name, name_problem, shown
+from .version import __version__
 
 FORMAT = "evalharness.result"
 SCHEMA_VERSION = 2
@@ -50,11 +50,22 @@ def make_record(*, model: str, model_revision: str, protocol: Protocol, manifest
         "embedding_file": embedding_file,
         "probe": probe, "config": config, "chosen": outcome.chosen,
         "headline": outcome.headline, "metrics": {name: e.as_dict() for name, e in outcome.metrics.items()},
-        "predictions": outcome.predictions,
+        "predictions": outcome.predictions, "per_class": confusion(outcome.predictions),
         "conforming": conforming, "notes": notes, "caveats": list(outcome.caveats),
         "harness_version": __version__, "environment": environment(device),
         "timings": timings, "created_utc": utc_now(),
     }
+
+
+def headline(record: dict) -> str:
+    """A record's headline as one terminal line: shares in percent, ranks as they are, with the interval; names
+    shown safely (records may come from strangers)."""
+    head = record["metrics"][record["headline"]]
+    scale, digits = (100, 2) if head["unit"] == FRACTION else (1, 1)
+    return (f"{shown(record['model'])}{'@' + shown(record['model_revision']) if record['model_revision'] else ''} "
+            f"{shown(record['protocol'])} {record['probe']} {shown(record['headline'])}: "
+            f"{scale * head['value']:.{digits}f} [{scale * head['ci_low']:.{digits}f}, "
+            f"{scale * head['ci_high']:.{digits}f}]{'' if record['conforming'] else ' (non-conforming)'}")
 
 
 def record_path(results_dir: Path, record: dict) -> Path:
@@ -122,6 +133,28 @@ def _predictions_problem(predictions: object) -> str | None:
     return None
 
 
+def _per_class_problem(per_class: object) -> str | None:
+    """Why a record's per-class counts are malformed (classes: unique names, at most MAX_CLASSES; confusion: a
+    square table of non-negative integers, one row and column per class), or None."""
+    if per_class is None:
+        return None
+    if not isinstance(per_class, dict) or set(per_class) != {"classes", "confusion"}:
+        return "not a mapping of 'classes' and 'confusion'"
+    classes, matrix = per_class["classes"], per_class["confusion"]
+    if not isinstance(classes, list) or not 0 < len(classes) <= MAX_CLASSES or len(set(map(str, classes))) != len(classes):
+        return f"'classes' is not a list of 1 to {MAX_CLASSES} unique names"
+    for name in classes:
+        problem = name_problem(name, "a class name")
+        if problem:
+            return problem
+    if not isinstance(matrix, list) or len(matrix) != len(classes) or not all(
+            isinstance(row, list) and len(row) == len(classes) for row in matrix):
+        return "'confusion' is not a square table with a row and a column per class"
+    if not all(type(count) is int and 0 <= count < 1 << 53 for row in matrix for count in row):
+        return "'confusion' holds something other than non-negative integer counts"
+    return None
+
+
 def _names_problem(record: dict) -> str | None:
     """Why a name a table would show (model, revision, protocol, probe, metric names) cannot be one, or None."""
     for key, empty in (("model", False), ("model_revision", True), ("protocol", False), ("probe", False)):
@@ -163,6 +196,9 @@ def check_record(record: object, where: str) -> dict:
     problem = _predictions_problem(record.get("predictions"))
     if problem:
         raise HarnessError(f"{where}: field 'predictions' is malformed ({problem})")
+    problem = _per_class_problem(record.get("per_class"))
+    if problem:
+        raise HarnessError(f"{where}: field 'per_class' is malformed ({problem})")
     return record
 
 
@@ -237,3 +273,49 @@ def compare_records(a: dict, b: dict) -> dict:
     if set(np.unique(va)) <= {0.0, 1.0} and set(np.unique(vb)) <= {0.0, 1.0}:
         out["mcnemar"] = mcnemar_exact(va, vb)
     return out
+
+
+# what a record was computed from: a record agreeing with a new run in all of these is that run's result
+IDENTITY = ("model", "model_revision", "protocol", "protocol_version", "extraction_hash", "probe_hash",
+            "manifest_hash", "probe", "conforming")
+
+
+def changed(old: dict, new: dict) -> list[str]:
+    """The identity keys (and the embedding file's sha256) in which two records of one path differ."""
+    keys = [key for key in IDENTITY if old.get(key) != new.get(key)]
+    if (old.get("embedding_file") or {}).get("sha256") != (new.get("embedding_file") or {}).get("sha256"):
+        keys.append("embedding file sha256")
+    return keys
+
+
+def previous(results_dir: str | Path, record: dict) -> dict | str | None:
+    """The record already at `record`'s path: the record, the reason it cannot be read, or None when there is none.
+    `record` needs only the identity keys (what `scoring.score` asks about before it runs a probe)."""
+    path = record_path(Path(results_dir), record)
+    if not path.is_file():
+        return None
+    try:
+        return load_record(path)
+    except HarnessError as exc:
+        return str(exc)
+
+
+def reusable(results_dir: str | Path, record: dict) -> dict | None:
+    """The record at `record`'s path when it was computed from the same file, card, manifest and probe settings."""
+    old = previous(results_dir, record)
+    return old if isinstance(old, dict) and not changed(old, record) else None
+
+
+def save_record(record: dict, results_dir: str | Path, rerun: bool = False) -> tuple[Path, str]:
+    """Write a record and say what it did to the one it replaces: nothing there, `--rerun`, which hashes changed,
+    or an unreadable record, so no result is ever overwritten silently."""
+    old = previous(results_dir, record)
+    path = write_record(record, results_dir)
+    if old is None:
+        return path, ""
+    if isinstance(old, str):
+        return path, f"replaced an unreadable record ({old[:200]})"
+    keys = changed(old, record)
+    return path, (f"replaced the record of {old['created_utc']} ({', '.join(keys)} changed)" if keys
+                  else f"replaced the record of {old['created_utc']} (rerun)" if rerun
+                  else f"replaced the record of {old['created_utc']} (same inputs)")

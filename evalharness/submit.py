@@ -14,6 +14,7 @@ interleave.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -26,6 +27,7 @@ from .cards import load_protocol
 from .datasets import Item, Manifest, resolve_manifest
 from .errors import HarnessError, StoreError
 from .locking import locked
+from .progress import relayed
 from .protocol import Protocol
 from .report import board, render
 from .results import find_records, load_record, record_path, write_record
@@ -40,6 +42,7 @@ DEFAULT_MAX_BYTES = 64 << 30
 CHILD_MEMORY = 8 << 30
 CHILD_SECONDS = 3600  # checking, copying and scoring, plus a second per 10 MB of file
 SCRATCH = ".scratch"
+PROGRESS_LOG = "progress.log"  # beside the copy: the child's progress lines, which the submitter relays
 
 
 def init(folder: str | Path, cards: list[str], data_root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
@@ -128,7 +131,8 @@ def _child(path: Path, folder: Path, copy_to: Path) -> dict:
     """In the child: the file's protocol must be the folder's; every check of the reader is made while the
     manifest's rows and the groups the card's task reads are copied into a file of our own (one read of the
     values), within the folder's size limit counted uncompressed; the copy is then scored with the folder's labels
-    (a file of another card or manifest, or lacking clips, is refused there)."""
+    (a file of another card or manifest, or lacking clips, is refused there), its progress lines written to
+    PROGRESS_LOG beside the copy (this process's stderr is captured by the sandbox)."""
     limits = Limits(data_bytes=_config(folder)["max_file_bytes"])
     try:
         protocol, manifest = _card_of(path, folder, limits)
@@ -140,18 +144,22 @@ def _child(path: Path, folder: Path, copy_to: Path) -> dict:
     except MemoryError:
         return {"problems": [memory_problem(path)]}
     try:
-        records = score(copy_to, protocol, manifest=manifest, values_checked=True, shown_as=path)
+        with (copy_to.with_name(PROGRESS_LOG).open("w", encoding="utf-8", buffering=1) as log,
+              contextlib.redirect_stderr(log)):
+            records = score(copy_to, protocol, manifest=manifest, values_checked=True, shown_as=path,
+                            options={"quiet": False})
     except HarnessError as exc:
         return {"problems": [str(exc)]}
     except MemoryError:
         return {"problems": [memory_problem(path)]}
-    return {"problems": [], "protocol": header.protocol, "model": header.model, "revision": header.model_revision,
+    return {"problems": [], "protocol": header.protocol, "model": header.display, "revision": header.model_revision,
             "items": items, "records": records}
 
 
-def submit(path: str | Path, folder: str | Path, dry_run: bool = False) -> list[dict]:
+def submit(path: str | Path, folder: str | Path, dry_run: bool = False, quiet: bool = False) -> list[dict]:
     """Validate and copy in the sandbox, score the copy with the folder's labels (a file of another card or
-    manifest, or lacking clips, is refused), append the results and rebuild the tables."""
+    manifest, or lacking clips, is refused), append the results and rebuild the tables; the scoring's progress
+    lines are relayed to stderr unless `quiet`."""
     path, folder = Path(path), Path(folder)
     config = _config(folder)
     if not path.is_file():
@@ -162,7 +170,8 @@ def submit(path: str | Path, folder: str | Path, dry_run: bool = False) -> list[
     _check_tree(folder)
     with scratch(folder / SCRATCH) as tmp:
         canonical = tmp / "canonical.h5"
-        verdict = check_in_child(path, folder, canonical, config["max_file_bytes"])
+        with relayed(canonical.with_name(PROGRESS_LOG), quiet):
+            verdict = check_in_child(path, folder, canonical, config["max_file_bytes"])
         if verdict["problems"]:
             raise HarnessError(verdict["problems"][0])
         check_name(verdict["model"], "model name", str(path))

@@ -9,7 +9,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "evalharness"
 
 # room -> (its modules, as prefixes of dotted names under evalharness), and the rooms it may import besides itself
 ROOMS = {
-    "foundation": ({"", "errors", "checksum", "environment", "progress", "locking", "distributed", "untrusted"}, set()),
+    "foundation": ({"version", "errors", "checksum", "environment", "progress", "locking", "distributed", "untrusted"},
+                   set()),
     "card model": ({"protocol"}, {"foundation"}),
     "pixels": ({"sampling", "video"}, {"card model", "foundation"}),
     "measures": ({"metrics", "masks"}, {"foundation"}),
@@ -20,10 +21,12 @@ ROOMS = {
     "cards": ({"cards"}, {"probes", "datasets", "card model", "foundation"}),
     "extract": ({"extract"}, {"pixels", "datasets", "backbones", "store", "card model", "foundation"}),
     "results": ({"results"}, {"cards", "probes", "measures", "card model", "foundation"}),
-    "scoring": ({"scoring"}, {"results", "probes", "store", "datasets", "card model", "foundation"}),
+    "scoring": ({"scoring"}, {"results", "cards", "probes", "store", "datasets", "card model", "foundation"}),
     "report": ({"report"}, {"measures", "foundation"}),
     "submit": ({"submit"}, {"scoring", "report", "results", "store", "cards", "datasets", "card model", "foundation"}),
-    "demo": ({"demo"}, {"extract", "scoring", "report", "results", "cards", "datasets", "foundation"}),
+    "runs": ({"runs"}, {"extract", "scoring", "report", "results", "cards", "datasets", "card model", "foundation"}),
+    "demo": ({"demo"}, {"runs", "datasets", "foundation"}),
+    "api": ({"", "api"}, None),  # the package's lazy exports and the Python API, like the command, may import anything
     "cli": ({"cli", "__main__"}, None),  # the command may import anything
 }
 

@@ -190,7 +190,7 @@ def test_backbone_factory_names_a_missing_optional_dependency(prefix, monkeypatc
     monkeypatch.setitem(sys.modules, module, None)  # import of it now raises ImportError
     with pytest.raises(HarnessError) as info:
         FACTORIES[prefix](name or "some/model", weights)
-    assert f"evalharness[{prefix}]" in str(info.value) and "\n" not in str(info.value)
+    assert f"pip install -e '.[{prefix}]'" in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("prefix", sorted(BUILDS))

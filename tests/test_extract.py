@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -61,8 +62,11 @@ def test_rerun_is_a_no_op_and_another_model_is_refused(tmp_path, synth30, card30
     before = out.read_bytes()
     again = extract("builtin:pixels", protocol, synth30, out, ExtractConfig(batch_size=8, workers=0, quiet=True))
     assert again.embedded == 0 and out.read_bytes() == before
-    with pytest.raises(HarnessError, match="already holds embeddings of another run"):
+    with pytest.raises(HarnessError, match=r"another run \(file -> this run: .*model: 'builtin:pixels' -> 'builtin:stats'"):
         extract("builtin:stats", protocol, synth30, out, ExtractConfig(batch_size=8, workers=0, quiet=True))
+    other = replace(protocol, frames=replace(protocol.frames, count=protocol.frames.count // 2))
+    with pytest.raises(HarnessError, match=rf"card.frames.count: {protocol.frames.count} -> {protocol.frames.count // 2}"):
+        extract("builtin:pixels", other, synth30, out, ExtractConfig(batch_size=8, workers=0, quiet=True))
 
 
 def test_resume_with_a_smaller_batch_gives_the_same_bytes_and_chunks_stay_fixed(tmp_path, synth30, card30):

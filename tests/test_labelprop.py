@@ -24,7 +24,8 @@ from evalharness.metrics import (
     sequence_share_estimate,
 )
 from evalharness.probes import build_config, resolve_config
-from evalharness.probes.labelprop import PRESETS, Config, first_labels, propagate, to_masks
+from evalharness.probes.labelprop import Config, first_labels, propagate, to_masks
+from evalharness.probes.labelprop_config import PRESETS
 from evalharness.protocol import Task
 from evalharness.sampling import resized_size
 from evalharness.store import Chunk, DenseMaps, Header

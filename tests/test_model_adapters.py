@@ -61,7 +61,9 @@ def test_hf_models_embed_with_their_own_preprocessing(hf_models, kind):
     assert (model.input.frames, model.input.size) == ((FRAMES, SIZE) if fixed else (None, None))
     config = model.config()
     assert config["preprocessing"]["image_mean"] == MEAN and config["model_type"] in kind.replace("_", "")
-    assert model.weights_sha256 == sha256(hf_models[kind] / "model.safetensors") and model.revision == "local"
+    assert model.weights_sha256 == sha256(hf_models[kind] / "model.safetensors")
+    # a local folder is named by its folder's name and weights, never by a path on this machine
+    assert model.name == f"hf:{hf_models[kind].name}" and model.revision == f"local-{model.weights_sha256[:12]}"
     clips = torch.randn(3, FRAMES, 3, SIZE, SIZE)
     with torch.inference_mode():
         out = model.embed(clips)
@@ -118,7 +120,8 @@ def test_the_model_command_shows_what_a_spec_resolves_to(hf_models, weight_files
     result = CliRunner().invoke(cli, ["model", f"hf:{hf_models['clip']}"])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
-    assert shown["text_tower"] and shown["dense_maps"] and shown["model_revision"] == "local"
+    assert shown["text_tower"] and shown["dense_maps"] and shown["model_revision"].startswith("local-")
+    assert "/" not in shown["model"]
     assert shown["model_config"]["preprocessing"]["image_std"] == STD
     result = CliRunner().invoke(cli, ["model", "torchvision:r3d_18", "--weights", str(weight_files["r3d_18"])])
     assert json.loads(result.output)["weights_sha256"] == sha256(weight_files["r3d_18"])
@@ -190,6 +193,7 @@ def test_timm_local_dir_checkpoint(tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(model.embed(frames.unsqueeze(0)), original(frames).mean(0, keepdim=True))
     assert model.weights_sha256 == sha256(tmp_path / "ckpt" / "model.safetensors")
+    assert model.name == "timm:local-dir:ckpt" and model.revision == f"local-{model.weights_sha256[:12]}"
 
 
 @pytest.mark.parametrize("name,dim", [("r3d_18", 512), ("r2plus1d_18", 512), ("s3d", 1024), ("swin3d_t", 768),

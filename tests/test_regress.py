@@ -86,14 +86,28 @@ def test_check_gates_changes(results, tmp_path, fmt):
 
     rewrite(lambda cell: cell.update(value=float(cell["value"]) + 0.05))
     dropped = cli("check", results, "--baseline", baseline)
-    assert dropped.returncode == 1 and "**regressed**" in dropped.stdout and "-0.0500" in dropped.stdout
+    assert dropped.returncode == 1 and "**regressed**" in dropped.stdout and "| -5.00 |" in dropped.stdout  # points
     rewrite(lambda cell: cell.update(value=float(cell["value"]) - 0.10))
     improved = cli("check", results, "--baseline", baseline)
     assert improved.returncode == 0 and "improved" in improved.stdout
     assert cli("check", results, "--baseline", baseline, "--strict").returncode == 1
     rewrite(lambda cell: cell.update(value=float(cell["value"]) + 0.05, probe_hash="0" * 64))
     changed = cli("check", results, "--baseline", baseline)
-    assert changed.returncode == 1 and "protocol changed" in changed.stdout
+    assert changed.returncode == 1 and "**protocol changed: probe hash**" in changed.stdout
+
+
+def test_classification_records_hold_per_class_counts(results):
+    """knn's record: a confusion matrix over the classes its predictions name, from the per-item predictions."""
+    record = load_record(results / folder_name("good", "") / "hand" / "knn.json")
+    per_class, predictions = record["per_class"], record["predictions"]
+    assert per_class["classes"] == sorted(set(predictions["label"]) | set(predictions["predicted"]))
+    matrix = np.array(per_class["confusion"])
+    assert matrix.sum() == len(predictions["ids"]) == record["metrics"]["top1@k10"]["n"]
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(record["metrics"]["top1@k10"]["value"])
+    index = {name: i for i, name in enumerate(per_class["classes"])}
+    assert matrix.sum(axis=1).tolist() == [predictions["label"].count(c) for c in per_class["classes"]]
+    first = index[predictions["label"][0]], index[predictions["predicted"][0]]
+    assert matrix[first] >= 1
 
 
 def test_check_fails_on_a_missing_row(results, tmp_path):

@@ -93,7 +93,7 @@ def test_shards_with_another_autocast_are_not_mixed_into_one_file(tmp_path, synt
 
     protocol, out = load_protocol(card30), tmp_path / "x.h5"
     extract("builtin:pixels", protocol, synth30, out, ExtractConfig(chunk_size=10, workers=0, quiet=True, shard=(0, 2)))
-    with pytest.raises(HarnessError, match=r"part of another run .differs in autocast"):
+    with pytest.raises(HarnessError, match=r"part of another run \(part -> this run: autocast: 'none' -> 'bfloat16'\)"):
         extract("builtin:pixels", protocol, synth30, out,
                 ExtractConfig(chunk_size=10, workers=0, quiet=True, shard=(1, 2), autocast="bfloat16"))
     parts = '{"parts": [{"autocast": "bfloat16", "platform": "a"}, {"autocast": "bfloat16", "platform": "b"}]}'

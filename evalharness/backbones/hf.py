@@ -206,13 +206,17 @@ def build(name: str, weights: str | None) -> HFModel:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     per_frame = POOLING[kind] == "frame-mean"
     vision = config.vision_config if per_frame else None
-    revision_id = folder.name if folder.parent.name == "snapshots" else (revision or "local")
+    weights_sha = sha256_files(files)
+    local = Path(ref).is_dir()  # named by its folder's name and weights, never by a path on this machine
+    revision_id = folder.name if folder.parent.name == "snapshots" else (
+        f"local-{weights_sha[:12]}" if local else revision or "local")
     text_config = getattr(config, "text_config", None)
     tubelet, patch = TOKEN_GRIDS[kind](config) if kind in TOKEN_GRIDS else (0, 0)
     return HFModel(
-        name=spec, input=InputSpec(frames=frames, size=size, mean=mean, std=std), revision=revision_id,
+        name=f"hf:{folder.resolve().name}" if local else spec,
+        input=InputSpec(frames=frames, size=size, mean=mean, std=std), revision=revision_id,
         token_patch=(patch, patch), token_tubelet=tubelet,
-        weights_sha256=sha256_files(files), dense_stride=vision.patch_size if per_frame else None,
+        weights_sha256=weights_sha, dense_stride=vision.patch_size if per_frame else None,
         model=model, kind=kind, tokenizer=tokenizer, patch=vision.patch_size if per_frame else 0,
         prefix_tokens=1 if kind == "clip" else 0,
         max_text_tokens=getattr(text_config, "max_position_embeddings", 77),

@@ -10,6 +10,7 @@ from types import ModuleType
 import torch
 
 from ..errors import HarnessError
+from .catalog import install_hint
 
 RANDOM = "random"  # --weights random: random initialisation, recorded as such (throughput runs)
 
@@ -20,7 +21,7 @@ def require(module: str, extra: str, spec: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise HarnessError(f"model '{spec}' needs {module}, which is not importable ({exc}); "
-                           f"install it with: pip install 'evalharness[{extra}]'") from None
+                           f"install it with: {install_hint(extra)}") from None
 
 
 def read_state_dict(path: Path, spec: str) -> dict[str, torch.Tensor]:

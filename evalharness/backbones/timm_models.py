@@ -108,8 +108,10 @@ def build(name: str, weights: str | None) -> TimmModel:
             raise HarnessError(f"model '{spec}': {folder} is not a timm checkpoint folder (config.json + weights)")
         model = _create(timm, f"local-dir:{folder}", spec, pretrained=True)
         sha = sha256_files(files)
-        revision = folder.name if folder.parent.name == "snapshots" else "local"
+        revision = folder.name if folder.parent.name == "snapshots" else f"local-{sha[:12]}"
         files = [f.name for f in files]
+        if name.startswith("local-dir:"):  # named by the folder's name and weights, never by a path on this machine
+            spec = f"timm:local-dir:{folder.resolve().name}"
     model.eval()
     data = timm.data.resolve_model_data_config(model)
     stride = None

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import ManifestError
 from ..protocol import Protocol
 from . import csv_manifest, davis, lists, synthetic
-from .base import Adapter, CardValueError, Item, Manifest
+from .base import Adapter, CardValueError, Item, Manifest, limited
 
 ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
     csv_manifest.ADAPTER, davis.ADAPTER, lists.UCF101, lists.HMDB51, lists.KINETICS, lists.MSRVTT, lists.SSV2,
@@ -31,4 +31,4 @@ def resolve_manifest(protocol: Protocol, root: str | Path, require_files: bool =
                                                         require_files)
 
 
-__all__ = ["ADAPTERS", "Adapter", "CardValueError", "Item", "Manifest", "adapter", "resolve_manifest"]
+__all__ = ["ADAPTERS", "Adapter", "CardValueError", "Item", "Manifest", "adapter", "limited", "resolve_manifest"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class Manifest:
     items: tuple[Item, ...]
     classes: tuple[str, ...]
     captions: dict[str, list[str]] = field(default_factory=dict)
+    limit: int | None = None  # a smoke run's clips per split (`limited`): its scores are not comparable
 
     @property
     def ids(self) -> list[str]:
@@ -52,6 +53,24 @@ class Manifest:
         validation split): what a score depends on besides the embeddings."""
         return sha256_json([[item.id, item.label, item.split] + ([item.group] if item.group is not None else [])
                             for item in self.items])
+
+
+def limited(manifest: Manifest, count: int) -> Manifest:
+    """The first `count` clips of each split for a smoke run, taken in turn from each class (sorted by id within
+    a class) so that a small run still sees every class it can; the subset has its own hash."""
+    if count < 1:
+        raise ManifestError(f"a limit must be at least 1 clip per split, got {count}")
+    kept = []
+    for split in sorted({item.split for item in manifest.items}):
+        by_class: dict[str, list[Item]] = {}
+        for item in manifest.split(split):
+            by_class.setdefault(item.label or "", []).append(item)
+        turns = [item for rank in range(max(map(len, by_class.values()))) for _, items in sorted(by_class.items())
+                 if rank < len(items) for item in [items[rank]]]
+        kept += turns[:count]
+    ids = {item.id for item in kept}
+    return replace(manifest, items=tuple(sorted(kept, key=lambda item: item.id)), limit=count,
+                   captions={k: v for k, v in manifest.captions.items() if k in ids})
 
 
 def build_manifest(root: Path, rows: list[dict], source: str, splits: Iterable[str],

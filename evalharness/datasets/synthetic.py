@@ -14,7 +14,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 
@@ -147,6 +146,8 @@ def encode_video(path: Path, frames: np.ndarray, fps: int) -> None:
     different bytes for the same frames from run to run when the machine was loaded
     (measured with one thread, with and without swscale), mpeg4 did not.
     """
+    import av  # here, not at the top: reading a card that names this adapter needs no video library
+
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("mpeg4", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]

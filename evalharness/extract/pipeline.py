@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .. import __version__
 from ..backbones import Backbone, build_backbone
 from ..datasets import Item, Manifest, resolve_manifest
 from ..environment import environment
@@ -51,6 +50,8 @@ from ..store import (
     write_part,
     write_text_part,
 )
+from ..untrusted import check_name
+from ..version import __version__
 from ..video import make_views, normalization, read_sampled
 from .chunks import chunk_plan, chunk_size_for, shard_chunks
 
@@ -76,6 +77,7 @@ class ExtractConfig:
     retry_failures: bool = False
     keep_parts: bool = False
     quiet: bool = False
+    name: str = ""
 
     def __post_init__(self) -> None:
         index, count = self.shard
@@ -91,6 +93,7 @@ class ExtractConfig:
             raise HarnessError(f"stored dtype {self.dtype}: choose float32 or float16")
         if self.token_dtype not in ("float16", "bfloat16"):
             raise HarnessError(f"token dtype {self.token_dtype}: choose float16 or bfloat16")
+        check_name(self.name, "display name", "extract", empty=True)
 
     @property
     def numpy_dtype(self) -> type:
@@ -234,6 +237,7 @@ def make_header(backbone: Backbone, protocol: Protocol, manifest: Manifest, cfg:
         harness_version=__version__,
         environment=json.dumps(environment(cfg.device, cfg.dtype, batch_size=cfg.batch_size, autocast=cfg.autocast),
                                sort_keys=True),
+        name=cfg.name,
     )
 
 
@@ -400,10 +404,9 @@ def shard_lock(parts_dir: Path, shard: tuple[int, int]) -> contextlib.AbstractCo
 def _existing(out: Path, header: Header) -> list[tuple[str, str]]:
     """The failures of a finished file of this very run; a file of another run is an error naming what differs."""
     with EmbeddingFile(out) as existing:
-        diff = header.differences(existing.header)
-        if diff:
-            raise OtherRunError(f"{out} already holds embeddings of another run (differs in {', '.join(diff)}: "
-                                f"{existing.header.model}, {existing.header.protocol})")
+        if header.differences(existing.header):
+            raise OtherRunError(f"{out} already holds embeddings of another run (file -> this run: "
+                                f"{header.explain(existing.header)})")
         return existing.failures
 
 
@@ -423,12 +426,14 @@ def _check_size(info: TokenInfo | None, protocol: Protocol, clips: int, cfg: Ext
 
 
 def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, out: str | Path,
-            cfg: ExtractConfig = ExtractConfig(), announce: Callable[[str], None] | None = None) -> ExtractSummary:
+            cfg: ExtractConfig = ExtractConfig(), announce: Callable[[str], None] | None = None,
+            manifest: Manifest | None = None) -> ExtractSummary:
     """Embed every clip of the card's manifest (or of one shard) into `out`, resuming finished chunks. `announce`
-    hears, before any decoding, what the token features will take on disk."""
+    hears, before any decoding, what the token features will take on disk. `manifest` replaces the one the card
+    resolves to under `data_root` (a smoke run's `datasets.limited` subset)."""
     started = time.perf_counter()
     out = Path(out)
-    manifest = resolve_manifest(protocol, data_root)
+    manifest = resolve_manifest(protocol, data_root) if manifest is None else manifest
     backbone = build_backbone(model) if isinstance(model, str) else model
     check_compatible(backbone, protocol)
     backbone = backbone.to(torch.device(cfg.device))

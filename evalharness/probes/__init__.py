@@ -1,17 +1,41 @@
-"""Probes: one module per probe, each registering a `ProbeSpec` (tasks, frozen config, entry point)."""
+"""Probes: one module per probe (`knn.py`, ...: the run function, with torch) beside its settings (`knn_config.py`,
+...: the frozen config dataclass, without torch), registered here as a `ProbeSpec` whose entry point imports the
+implementation on first use, so that reading and listing cards never loads torch or faiss."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from ..protocol import Task
-from . import attentive, knn, labelprop, linear, retrieval
+from . import attentive_config, knn_config, labelprop_config, linear_config, retrieval_config
 from .base import ProbeOutcome, ProbeSpec, config_from_card
 from .common import ProbeInput, conformance_notes
 
-PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (knn.SPEC, linear.SPEC, retrieval.SPEC, labelprop.SPEC,
-                                                              attentive.SPEC)}
+
+def _entry(name: str) -> Callable[..., ProbeOutcome]:
+    """The `run` of probe `name`'s implementation module, imported when it is called (torch and faiss load there)."""
+
+    def run(*args: Any, **options: Any) -> ProbeOutcome:
+        from . import attentive, knn, labelprop, linear, retrieval
+
+        modules = {"knn": knn, "linear": linear, "retrieval": retrieval, "labelprop": labelprop, "attentive": attentive}
+        return modules[name].run(*args, **options)
+
+    return run
+
+
+PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
+    ProbeSpec("knn", frozenset({Task.CLASSIFICATION}), knn_config.Config, _entry("knn")),
+    ProbeSpec("linear", frozenset({Task.CLASSIFICATION}), linear_config.Config, _entry("linear"), frozenset({"quiet"})),
+    ProbeSpec("retrieval", frozenset({Task.CLASSIFICATION, Task.RETRIEVAL, Task.TEXT_RETRIEVAL}), retrieval_config.Config,
+              _entry("retrieval")),
+    ProbeSpec("labelprop", frozenset({Task.LABEL_PROPAGATION}), labelprop_config.Config, _entry("labelprop"),
+              frozenset({"save_masks", "quiet"})),
+    ProbeSpec("attentive", frozenset({Task.CLASSIFICATION}), attentive_config.Config, _entry("attentive"),
+              frozenset({"workers", "quiet", "micro_batch"})),
+)}
 
 
 def probe_spec(name: str) -> ProbeSpec:

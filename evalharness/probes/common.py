@@ -12,7 +12,7 @@ import numpy as np
 
 from ..datasets import Manifest
 from ..errors import ProbeError
-from ..protocol import Protocol
+from ..protocol import Protocol, extraction_differences
 from ..store import SCORING_ROWS, EmbeddingFile
 
 
@@ -152,7 +152,8 @@ def conformance_notes(file: EmbeddingFile, protocol: Protocol, manifest: Manifes
     if file.header.extraction_hash != protocol.extraction_hash:
         notes.append(f"{path} was extracted under protocol {file.header.protocol} v{file.header.protocol_version} "
                      f"(extraction_hash {file.header.extraction_hash[:12]}) but card {protocol.name} v{protocol.version} "
-                     f"has extraction_hash {protocol.extraction_hash[:12]}")
+                     f"has extraction_hash {protocol.extraction_hash[:12]} (file -> card: "
+                     f"{'; '.join(extraction_differences(file.header.protocol_json, protocol)) or 'same settings'})")
     notes += _token_notes(file, protocol, path)
     if manifest is None:
         return notes

@@ -9,39 +9,14 @@ answer on every backend; near-ties follow each backend's floating-point rounding
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import faiss
 import numpy as np
 import torch
 
 from ..metrics import accuracy_estimate, ranked_classes, topk_correct
-from ..protocol import Task
-from .base import ProbeOutcome, ProbeSpec, positive_ints, sorted_unique
+from .base import ProbeOutcome
 from .common import ProbeInput
-
-
-@dataclass(frozen=True)
-class Config:
-    k: tuple[int, ...] = (10, 20, 100, 200)
-    temperature: float = 0.07
-    headline_k: int = 20
-
-    def __post_init__(self) -> None:
-        positive_ints(self.k, "k")
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, float) or not self.temperature > 0:
-            raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
-        if self.headline_k not in self.k:
-            raise ValueError(f"headline_k {self.headline_k} must be one of k {list(self.k)}")
-
-    @staticmethod
-    def normalise(raw: dict) -> dict:
-        """k sorted without duplicates, temperature as a float (so equal settings hash equally)."""
-        if "k" in raw:
-            raw["k"] = sorted_unique(raw["k"])
-        if isinstance(raw.get("temperature"), int) and not isinstance(raw["temperature"], bool):
-            raw["temperature"] = float(raw["temperature"])
-        return raw
+from .knn_config import Config
 
 
 def _exact_neighbours(train: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,5 +116,3 @@ def run(data: ProbeInput, config: Config, device: str = "cpu") -> ProbeOutcome:
                         {"k_used": used, "temperature": config.temperature, "train_size": len(train_y)}, predictions,
                         caveats)
 
-
-SPEC = ProbeSpec("knn", frozenset({Task.CLASSIFICATION}), Config, run)

@@ -13,7 +13,7 @@ computed a few query rows at a time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,119 +24,13 @@ from PIL import Image
 from ..errors import ProbeError
 from ..masks import mask_files, read_label_mask, write_palette_mask
 from ..metrics import INTERVALS, davis_object_scores, sequence_share_estimate
-from ..protocol import Task
-from .base import ProbeOutcome, ProbeSpec
+from ..progress import bar
+from .base import ProbeOutcome
 from .common import ProbeInput
-
-CUSTOM = "custom"
-WINDOWS = ("disc", "square")
-DOWNSAMPLES = ("bilinear", "nearest")
-UPSAMPLES = ("frame", "stride")
-
-# Each preset as its reference runs it. crw: test.py --topk 10 --videoLen 20 --radius 12 --temperature 0.05
-# --cropSize -1 (long memory [0], no --norm_mask). dino: eval_video_segmentation.py's defaults (n_last_frames 7,
-# topk 5, size_mask_neighborhood 12) and its fixed temperature 0.1.
-PRESETS: dict[str, dict] = {
-    "crw": {"context": 20, "pad_first": True, "topk": 10, "keep_ties": False, "temperature": 0.05, "radius": 12.0,
-            "window": "disc", "restrict_first": False, "downsample": "bilinear", "upsample": "frame",
-            "norm_mask": False},
-    "dino": {"context": 7, "pad_first": False, "topk": 5, "keep_ties": True, "temperature": 0.1, "radius": 12.0,
-             "window": "square", "restrict_first": True, "downsample": "nearest", "upsample": "stride",
-             "norm_mask": True},
-}
+from .labelprop_config import Config
 
 # the most affinities held at once (query positions x context positions), about 64 MB in float32
 _CHUNK_ELEMENTS = 1 << 24
-# exp(1 / T) and sums of thousands of them stay finite in float32 for T at least this
-_LEAST_EXP_TEMPERATURE = 1 / 64
-
-
-def _positive(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-
-
-def _preset_of(settings: dict) -> str:
-    """The preset whose settings these are, or 'custom'."""
-    for name, preset in PRESETS.items():
-        if all(settings[key] == value for key, value in preset.items()):
-            return name
-    return CUSTOM
-
-
-@dataclass(frozen=True)
-class Config:
-    """How labels propagate (defaults: the crw preset).
-
-    context: previous frames beside frame 0 (CRW videoLen, DINO n_last_frames); pad_first: while fewer precede,
-    copies of frame 0 with its labels fill the context (CRW's padded video); topk: affinities kept per target
-    position; keep_ties: keep every affinity at least the k-th largest, weighted exp(a / T) / sum as DINO computes it
-    (else exactly k, softmaxed as CRW does); window: which context positions a target position may use, 'disc'
-    (grid distance < radius, CRW) or 'square' (|dy| and |dx| <= radius, DINO); restrict_first: the window applies to
-    frame 0 too (DINO) or frame 0 is searched whole (CRW); downsample: frame 0's annotation to the feature grid,
-    'bilinear' on its one-hot map (CRW, OpenCV's geometry) or 'nearest' (DINO, Pillow); upsample: 'frame' resizes
-    the label map bilinearly to the annotation size (CRW), 'stride' by the grid stride, then the argmax by nearest
-    neighbour to the annotation size (DINO); norm_mask: DINO's min-max scaling of each label channel over the frame
-    before the argmax; boundary_threshold: F's tolerance as a fraction of the image diagonal."""
-
-    preset: str = "crw"
-    context: int = 20
-    pad_first: bool = True
-    topk: int = 10
-    keep_ties: bool = False
-    temperature: float = 0.05
-    radius: float = 12.0
-    window: str = "disc"
-    restrict_first: bool = False
-    downsample: str = "bilinear"
-    upsample: str = "frame"
-    norm_mask: bool = False
-    boundary_threshold: float = 0.008
-
-    @staticmethod
-    def normalise(raw: dict) -> dict:
-        """Expand a named preset into its settings (a card that names one and changes one of them is refused), write
-        numbers as floats, and name the preset the settings amount to ('custom' for none): equal settings hash
-        equally, and a record's preset always means its reference's settings."""
-        name = raw.pop("preset", None)
-        if name is not None and name != CUSTOM:
-            if name not in PRESETS:
-                raise ValueError(f"preset must be one of {', '.join([*PRESETS, CUSTOM])}, got {name!r}")
-            for key, value in raw.items():
-                if key in PRESETS[name] and value != PRESETS[name][key]:
-                    raise ValueError(f"preset {name} sets {key} to {PRESETS[name][key]!r}, not {value!r}; "
-                                     f"name preset {CUSTOM} to change it")
-            raw = {**PRESETS[name], **raw}
-        for key in ("temperature", "radius", "boundary_threshold"):
-            if isinstance(raw.get(key), int) and not isinstance(raw[key], bool):
-                raw[key] = float(raw[key])
-        raw["preset"] = _preset_of({**_DEFAULTS, **raw})
-        return raw
-
-    def __post_init__(self) -> None:
-        for name, low in (("context", 0), ("topk", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        for name in ("pad_first", "keep_ties", "restrict_first", "norm_mask"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name, choices in (("window", WINDOWS), ("downsample", DOWNSAMPLES), ("upsample", UPSAMPLES)):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        if not (_positive(self.temperature) and _positive(self.radius) and _positive(self.boundary_threshold)
-                and self.boundary_threshold < 1):
-            raise ValueError("temperature and radius must be positive, boundary_threshold in (0, 1)")
-        if self.keep_ties and self.temperature < _LEAST_EXP_TEMPERATURE:
-            raise ValueError(f"with keep_ties the weights are exp(a / temperature), as DINO computes them, so temperature "
-                             f"must be at least {_LEAST_EXP_TEMPERATURE} (float32 range), got {self.temperature!r}")
-        actual = _preset_of({f.name: getattr(self, f.name) for f in fields(self)})
-        if self.preset != actual:
-            raise ValueError(f"preset {self.preset!r} does not match the settings, which are preset {actual!r}")
-
-
-_DEFAULTS = {f.name: f.default for f in fields(Config)}
-
-
 def _context(t: int, config: Config) -> dict[tuple[int, bool], int]:
     """The context of target frame t: (frame, windowed) -> how many times it counts in the top-k. Frame 0 once, the
     previous frames once each, and with pad_first as many more copies of frame 0 as frames are missing (CRW's padded
@@ -205,10 +99,11 @@ def _combine(blocks: list[tuple[torch.Tensor, torch.Tensor, int]], config: Confi
     return (torch.softmax(top, dim=1).unsqueeze(-1) * chosen).sum(1)
 
 
-def propagate(features: torch.Tensor, first_labels: torch.Tensor, config: Config) -> torch.Tensor:
+def propagate(features: torch.Tensor, first_labels: torch.Tensor, config: Config,
+              done: Callable[[int], object] | None = None) -> torch.Tensor:
     """Soft label maps (T, h, w, C) at the feature grid, frame 0 = `first_labels` (h, w, C); each predicted map is
     context for the frames after it, soft, as both references feed it back. Computed in float32 (float64 features:
-    in float64)."""
+    in float64). `done(1)` is called after each predicted frame (a progress bar's update)."""
     t_count, h, w, d = features.shape
     feats = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=-1)
     labels = torch.empty(t_count, h, w, first_labels.shape[-1], dtype=feats.dtype, device=features.device)
@@ -226,6 +121,8 @@ def propagate(features: torch.Tensor, first_labels: torch.Tensor, config: Config
                     affinity.masked_fill_(~allowed, -torch.inf)
                 blocks.append((affinity, labels[frame, span].reshape(-1, labels.shape[-1]), copies))
             labels[t, rows.start:rows.stop] = _combine(blocks, config).view(len(rows), w, -1)
+        if done is not None:
+            done(1)
     return labels
 
 
@@ -294,31 +191,38 @@ def to_masks(soft: torch.Tensor, stride: int, size: tuple[int, int], config: Con
     return np.stack([frame_mask(s, stride, size, config) for s in soft])
 
 
-def run(data: ProbeInput, config: Config, device: str = "cpu", save_masks: str | Path | None = None) -> ProbeOutcome:
-    """Propagate the first-frame masks of every test video and score J, F and J&F per object."""
+def run(data: ProbeInput, config: Config, device: str = "cpu", save_masks: str | Path | None = None,
+        quiet: bool = False) -> ProbeOutcome:
+    """Propagate the first-frame masks of every test video and score J, F and J&F per object (a progress bar over
+    the sequences' frames unless `quiet`)."""
     objects, per_sequence = [], {}
-    for item in data.items("test"):
-        if item.masks is None:
-            raise ProbeError(f"video '{item.id}' has no annotation folder in the manifest")
-        truth = np.stack([read_label_mask(p) for p in mask_files(item.masks)])
-        maps = torch.from_numpy(data.file.dense(item.id)).to(device)
-        stride, _ = data.file.dense_geometry(item.id)
-        if truth.shape[0] != maps.shape[0]:
-            raise ProbeError(f"video '{item.id}': {truth.shape[0]} annotations but {maps.shape[0]} feature maps")
-        if truth.shape[0] < 3:
-            raise ProbeError(f"video '{item.id}': needs at least 3 frames (the first and last are not scored)")
-        n_objects = int(truth[0].max())
-        first = first_labels(truth[0], n_objects, tuple(maps.shape[1:3]), config.downsample).to(device)
-        predicted = to_masks(propagate(maps, first, config).cpu(), stride, truth.shape[1:], config)
-        predicted[0] = truth[0]
-        if save_masks is not None:
-            for path, ids in zip(mask_files(item.masks), predicted, strict=True):
-                write_palette_mask(Path(save_masks) / item.id / path.name, ids)
-        per_sequence[item.id] = {}
-        for obj in range(1, n_objects + 1):
-            scores = davis_object_scores(truth, predicted, obj)
-            per_sequence[item.id][str(obj)] = {k: scores[k] for k in ("J", "F", "J_recall", "F_recall")}
-            objects.append((item.id, obj, scores))
+    items = data.items("test")
+    frames = sum(max(len(mask_files(item.masks)) - 1, 0) for item in items if item.masks is not None)
+    with bar(frames, "labelprop", "frame", quiet) as progress:
+        for number, item in enumerate(items, 1):
+            progress.desc = f"labelprop: sequence {number}/{len(items)}"
+            if item.masks is None:
+                raise ProbeError(f"video '{item.id}' has no annotation folder in the manifest")
+            truth = np.stack([read_label_mask(p) for p in mask_files(item.masks)])
+            maps = torch.from_numpy(data.file.dense(item.id)).to(device)
+            stride, _ = data.file.dense_geometry(item.id)
+            if truth.shape[0] != maps.shape[0]:
+                raise ProbeError(f"video '{item.id}': {truth.shape[0]} annotations but {maps.shape[0]} feature maps")
+            if truth.shape[0] < 3:
+                raise ProbeError(f"video '{item.id}': needs at least 3 frames (the first and last are not scored)")
+            n_objects = int(truth[0].max())
+            first = first_labels(truth[0], n_objects, tuple(maps.shape[1:3]), config.downsample).to(device)
+            soft = propagate(maps, first, config, progress.update).cpu()
+            predicted = to_masks(soft, stride, truth.shape[1:], config)
+            predicted[0] = truth[0]
+            if save_masks is not None:
+                for path, ids in zip(mask_files(item.masks), predicted, strict=True):
+                    write_palette_mask(Path(save_masks) / item.id / path.name, ids)
+            per_sequence[item.id] = {}
+            for obj in range(1, n_objects + 1):
+                scores = davis_object_scores(truth, predicted, obj)
+                per_sequence[item.id][str(obj)] = {k: scores[k] for k in ("J", "F", "J_recall", "F_recall")}
+                objects.append((item.id, obj, scores))
     sequences = [seq for seq, _, _ in objects]
     values = {key: np.array([s[key] for _, _, s in objects]) for key in ("J", "F", "J_recall", "F_recall")}
     values = {"J&F": (values["J"] + values["F"]) / 2, **values}
@@ -329,5 +233,3 @@ def run(data: ProbeInput, config: Config, device: str = "cpu", save_masks: str |
                                                  "value": values["J&F"].tolist(), "J": values["J"].tolist(),
                                                  "F": values["F"].tolist()})
 
-
-SPEC = ProbeSpec("labelprop", frozenset({Task.LABEL_PROPAGATION}), Config, run, frozenset({"save_masks"}))

@@ -11,7 +11,7 @@ model is then refit on all of train (standardised by all of train) and scored on
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,45 +19,10 @@ import torch.nn.functional as F
 
 from ..errors import ProbeError
 from ..metrics import accuracy_estimate, ranked_classes, topk_correct
-from ..protocol import Task
-from .base import ProbeOutcome, ProbeSpec
+from ..progress import bar
+from .base import ProbeOutcome
 from .common import ProbeInput, no_validation_reason, split_record, stratified_split, unit_rows
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class Config:
-    c_grid: dict = field(default_factory=lambda: {"log10_min": -6, "log10_max": 6, "steps": 25})
-    val_fraction: float = 0.1
-    seed: int = 0
-    views: str = "mean"
-    max_iter: int = 1000
-    tolerance: float = 1e-4
-
-    def __post_init__(self) -> None:
-        grid = self.c_grid
-        if not isinstance(grid, dict) or set(grid) != {"log10_min", "log10_max", "steps"}:
-            raise ValueError("c_grid must be {log10_min, log10_max, steps}")
-        if not (_number(grid["log10_min"]) and _number(grid["log10_max"]) and grid["log10_min"] <= grid["log10_max"]
-                and isinstance(grid["steps"], int) and not isinstance(grid["steps"], bool) and grid["steps"] >= 1):
-            raise ValueError(f"c_grid {grid} is empty or not numeric")
-        if not _number(self.val_fraction) or not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
-        if self.views not in ("mean", "clips"):
-            raise ValueError(f"views must be 'mean' or 'clips', got {self.views!r}")
-        if (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1
-                or not _number(self.tolerance) or not self.tolerance > 0):
-            raise ValueError("max_iter must be a positive integer and tolerance positive")
-
-    def grid(self) -> np.ndarray:
-        g = self.c_grid
-        return np.logspace(g["log10_min"], g["log10_max"], g["steps"])
-
+from .linear_config import Config
 
 # float32 features carry a relative rounding error of about 6e-8; a spread below ten times that is not signal
 _CONSTANT = 10 * float(np.finfo(np.float32).eps)
@@ -150,10 +115,10 @@ class LinearFit:
 
 
 def select_and_fit(train_x: np.ndarray, train_y: np.ndarray, n_classes: int, config: Config, device: str = "cpu",
-                   views: int = 1, groups: list[str | None] | None = None) -> LinearFit:
+                   views: int = 1, groups: list[str | None] | None = None, quiet: bool = False) -> LinearFit:
     """Sweep C on a validation split of train (by video, rows come in runs of `views`; stratified by class and
     disjoint by `groups`, one per video), warm-starting along the grid, then refit on all of train at the best C
-    (ties: the smaller C)."""
+    (ties: the smaller C); a progress bar counts the fits unless `quiet`."""
     dev = torch.device(device)
     xt = torch.from_numpy(train_x).to(dev, torch.float32)
     yt = torch.from_numpy(train_y).to(dev)
@@ -166,30 +131,35 @@ def select_and_fit(train_x: np.ndarray, train_y: np.ndarray, n_classes: int, con
     mean, std = standardise(xt[fit_idx])
     x_fit, x_val = (xt[fit_idx] - mean) / std, (xt[val_idx] - mean) / std
     curve, weights, path = [], None, []
-    for c in config.grid():
-        weights = fit_logistic(x_fit, yt[fit_idx], n_classes, float(c), weights, config.max_iter, config.tolerance)
-        path.append(weights)
-        probs = _probabilities(x_val, weights).cpu().numpy().reshape(len(val_videos), views, n_classes)
-        curve.append({"C": float(c), "val_top1": float((probs.mean(1).argmax(1) == video_y[val_videos]).mean())})
-    best = max(range(len(curve)), key=lambda i: (curve[i]["val_top1"], -i))
-    del x_fit, x_val
-    mean, std = standardise(xt)
-    # the objective is convex, so starting the refit from the validation fit at that C changes only the run time
-    final = fit_logistic((xt - mean) / std, yt, n_classes, curve[best]["C"], path[best], config.max_iter,
-                         config.tolerance)
+    grid = config.grid()
+    with bar(len(grid) + 1, "linear: C sweep and refit", "fit", quiet) as progress:
+        for c in grid:
+            weights = fit_logistic(x_fit, yt[fit_idx], n_classes, float(c), weights, config.max_iter, config.tolerance)
+            path.append(weights)
+            probs = _probabilities(x_val, weights).cpu().numpy().reshape(len(val_videos), views, n_classes)
+            curve.append({"C": float(c), "val_top1": float((probs.mean(1).argmax(1) == video_y[val_videos]).mean())})
+            progress.update(1)
+        best = max(range(len(curve)), key=lambda i: (curve[i]["val_top1"], -i))
+        del x_fit, x_val
+        mean, std = standardise(xt)
+        # the objective is convex, so starting the refit from the validation fit at that C changes only the run time
+        final = fit_logistic((xt - mean) / std, yt, n_classes, curve[best]["C"], path[best], config.max_iter,
+                             config.tolerance)
+        progress.update(1)
     return LinearFit(mean, std, final, curve[best]["C"], curve, len(fit_videos), len(val_videos),
                      split_record(groups, val_videos))
 
 
-def run(data: ProbeInput, config: Config, device: str = "cpu") -> ProbeOutcome:
-    """Choose C on validation, refit on train, score test; returns metrics, the C curve and predictions."""
+def run(data: ProbeInput, config: Config, device: str = "cpu", quiet: bool = False) -> ProbeOutcome:
+    """Choose C on validation, refit on train, score test (a progress bar over the fits unless `quiet`); returns
+    metrics, the C curve and predictions."""
     per_view = config.views == "clips"
     _, train_x, train_y, train_views = _samples(data, "train", per_view)
     test_ids, test_x, test_y_rows, test_views = _samples(data, "test", per_view)
     test_y = test_y_rows[::test_views]
     n_classes = len(data.manifest.classes)
     try:
-        fit = select_and_fit(train_x, train_y, n_classes, config, device, train_views, data.groups("train"))
+        fit = select_and_fit(train_x, train_y, n_classes, config, device, train_views, data.groups("train"), quiet)
     except ProbeError as exc:
         raise ProbeError(f"{data.path}: {exc}") from None
     ranked = ranked_classes(fit.probabilities(test_x, test_views), min(5, n_classes))
@@ -203,5 +173,3 @@ def run(data: ProbeInput, config: Config, device: str = "cpu") -> ProbeOutcome:
                          "predicted": [data.manifest.classes[c] for c in ranked[:, 0]],
                          "value": top1.astype(int).tolist()})
 
-
-SPEC = ProbeSpec("linear", frozenset({Task.CLASSIFICATION}), Config, run)

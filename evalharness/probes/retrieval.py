@@ -7,33 +7,17 @@ Similarities are computed in chunks of queries, so 20k x 20k fits in memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from ..errors import ProbeError
 from ..metrics import RANK, Estimate, estimate, proportion_estimate
 from ..protocol import Task
-from .base import ProbeOutcome, ProbeSpec, positive_ints, sorted_unique
+from .base import ProbeOutcome
 from .common import ProbeInput, unit_rows
+from .retrieval_config import Config
 
 TEXT_KS = (1, 5, 10)
-
-
-@dataclass(frozen=True)
-class Config:
-    k: tuple[int, ...] = (1, 5, 10, 20, 50)
-
-    def __post_init__(self) -> None:
-        positive_ints(self.k, "k")
-
-    @staticmethod
-    def normalise(raw: dict) -> dict:
-        """k sorted without duplicates (so equal settings hash equally)."""
-        if "k" in raw:
-            raw["k"] = sorted_unique(raw["k"])
-        return raw
 
 
 def ranks(queries: np.ndarray, gallery: np.ndarray, relevant: np.ndarray, device: str = "cpu",
@@ -131,5 +115,3 @@ def run(data: ProbeInput, config: Config, device: str = "cpu") -> ProbeOutcome:
         return text_video(data, config, device)
     return video_to_video(data, config, device)
 
-
-SPEC = ProbeSpec("retrieval", frozenset({Task.CLASSIFICATION, Task.RETRIEVAL, Task.TEXT_RETRIEVAL}), Config, run)

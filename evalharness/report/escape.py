@@ -9,6 +9,8 @@ import re
 DISPLAY = 60  # characters of a name shown in a table cell or plot label (json keeps it whole)
 _MARKDOWN = re.compile(r"([\\`*_\[\](){}<>&|~$#!])")
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
+_LATEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
+          "^": r"\textasciicircum{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}", "\u2020": r"\dag{}"}
 
 
 def display(text: str, limit: int = DISPLAY) -> str:
@@ -37,6 +39,11 @@ def from_csv_cell(text: str) -> str:
 def html(text: str, limit: int = DISPLAY) -> str:
     """Plain text in html (element content and quoted attributes)."""
     return _html.escape(display(text, limit), quote=True)
+
+
+def latex(text: str) -> str:
+    """Plain text in latex (a footnote under a table): every special character as its escape, the dagger as a command."""
+    return re.sub(r"[\\{}$&#^_%~\u2020]", lambda m: _LATEX[m.group()], text)
 
 
 def plot(text: str, limit: int = DISPLAY) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 from tabulate import tabulate
 
-from .board import cell_text, note
-from .escape import csv_cell, display, markdown
+from .board import cell_text, mean_rank_text, note
+from .escape import csv_cell, display, latex, markdown
 
 FORMATS = ("markdown", "csv", "latex", "html", "json")
 
@@ -22,7 +22,7 @@ def frame(data: dict, shown: Callable[..., str]) -> pd.DataFrame:
     columns = {c: shown(c, len(c)) for c in data["columns"]}
     table = pd.DataFrame([{"model": shown(row["model"]),
                            **{columns[c]: cell_text(row["cells"][c]) if c in row["cells"] else "" for c in columns},
-                           "coverage": row["coverage"], "mean rank": f"{row['mean_rank']:.2f}"} for row in data["rows"]],
+                           "coverage": row["coverage"], "mean rank": mean_rank_text(row)} for row in data["rows"]],
                          columns=["model", *columns.values(), "coverage", "mean rank"])
     return table.set_index("model")
 
@@ -45,18 +45,20 @@ def _csv(data: dict) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def render(data: dict, fmt: str = "markdown") -> str:
-    """The leaderboard model in one of FORMATS."""
+def render(data: dict, fmt: str = "markdown", details: Sequence[dict] = ()) -> str:
+    """The leaderboard model in one of FORMATS; the html page also shows `details` (see `details.details`)."""
     if fmt == "html":
         from .html import page
 
-        return page(data)
+        return page(data, details)
     if fmt == "json":
         return json.dumps(data, indent=1, sort_keys=True, allow_nan=False)
     if fmt == "csv":
         return _csv(data)
     if fmt == "latex":  # tabulate's latex formats escape every special character themselves
-        return tabulate(frame(data, display), headers="keys", tablefmt="latex_booktabs", disable_numparse=True)
+        table = frame(data, display)
+        return (tabulate(table, headers="keys", tablefmt="latex_booktabs", disable_numparse=True)
+                + ("\n\n" + latex(note(data)) if len(table) else ""))
     table = frame(data, markdown)
     return (tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
             + ("\n\n" + note(data) if len(table) else ""))

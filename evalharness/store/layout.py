@@ -17,7 +17,7 @@ import numpy as np
 
 from ..environment import utc_now
 from ..errors import StoreError
-from ..protocol import Protocol, Task
+from ..protocol import Protocol, Task, extraction_differences
 
 FORMAT = "evalharness.embeddings"
 SCHEMA_VERSION = 1
@@ -96,6 +96,12 @@ class Header:
     harness_version: str
     environment: str
     created_utc: str = field(default_factory=utc_now)
+    name: str = ""  # the display name tables show (`extract --name`); not part of the run's identity
+
+    @property
+    def display(self) -> str:
+        """The name tables and records show: the display name when one was given, else the model."""
+        return self.name or self.model
 
     def write(self, attrs: h5py.AttributeManager) -> None:
         attrs["format"] = FORMAT
@@ -107,6 +113,8 @@ class Header:
     def read(cls, attrs: h5py.AttributeManager, where: str) -> Header:
         values = {}
         for key, kind in cls.__annotations__.items():
+            if key == "name" and key not in attrs:  # files written before display names
+                continue
             if key not in attrs:
                 raise StoreError(f"{where}: missing root attribute '{key}'")
             value = attrs[key]
@@ -124,6 +132,8 @@ class Header:
         out = asdict(self)
         out.pop("created_utc")
         out.pop("environment")
+        out.pop("name")
+        out.pop("protocol_json")  # the card as a whole: its extraction part is `extraction_hash`, the rest is not the file's
         out["autocast"] = self.autocast
         return out
 
@@ -131,6 +141,20 @@ class Header:
         """The identity keys in which another header differs from this one."""
         ours, theirs = self.identity(), other.identity()
         return sorted(k for k in ours if ours[k] != theirs.get(k))
+
+    def explain(self, other: Header) -> str:
+        """How `other` (a file or part found on disk) differs from this run, key by key: the card's settings from
+        the stored `protocol_json`, then the model, weights, manifest and autocast, as `key: theirs -> ours`."""
+        diff = self.differences(other)
+        lines = []
+        if {"protocol", "protocol_version", "extraction_hash"} & set(diff):
+            lines += extraction_differences(other.protocol_json, self.protocol_json) or ["card: extraction_hash"]
+        theirs, ours = other.identity(), self.identity()
+        lines += [f"{key}: {str(theirs.get(key))[:60]!r} -> {str(ours[key])[:60]!r}" for key in diff
+                  if key not in ("protocol", "protocol_version", "extraction_hash", "model_config")]
+        if "model_config" in diff and "model" not in diff:
+            lines.append("model_config (same model name, other settings)")
+        return "; ".join(lines)
 
     @property
     def autocast(self) -> str:

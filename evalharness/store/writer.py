@@ -149,9 +149,10 @@ def parts_chunk_size(parts: dict[int, Part]) -> int | None:
 def check_parts(parts: dict[int, Part], header: Header, tokens: TokenInfo | None = None) -> None:
     """Every part must belong to this run: same identity (model, card, manifest, autocast) and token features."""
     for part in parts.values():
-        diff = header.differences(part.header) + (["token features"] if part.shape.tokens != tokens else [])
+        diff = "; ".join(filter(None, [header.explain(part.header) if header.differences(part.header) else "",
+                                       "token features" if part.shape.tokens != tokens else ""]))
         if diff:
-            raise OtherRunError(f"{part.path}: part of another run (differs in {', '.join(diff)}); delete "
+            raise OtherRunError(f"{part.path}: part of another run (part -> this run: {diff}); delete "
                                 f"{part.path.parent} to start again")
 
 

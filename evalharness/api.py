@@ -117,9 +117,10 @@ def load_results(*paths: str | Path):
     return pd.DataFrame(rows)
 
 
-def leaderboard(*paths: str | Path, fmt: str = "markdown", metric: str = "headline") -> str:
-    """`evalharness leaderboard show`: the table of the records under the given files and folders."""
-    return render(board(find_records(list(paths)), metric), fmt)
+def leaderboard(*paths: str | Path, fmt: str = "markdown", metric: str = "headline", rank_all: bool = False) -> str:
+    """`evalharness leaderboard show`: the table of the records under the given files and folders (`rank_all`
+    ranks non-conforming rows too)."""
+    return render(board(find_records(list(paths)), metric, rank_all), fmt)
 
 
 __all__ = ["RunOutcome", "extract", "leaderboard", "load_results", "run", "score", "score_arrays"]

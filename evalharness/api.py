@@ -61,41 +61,60 @@ def score_arrays(features: np.ndarray, labels: Sequence[str], splits: Sequence[s
 
     The arrays go through the same path as a file: written as an embedding file under a temporary folder, with a
     manifest of these labels, so every check and every probe is the one `evalharness probe` runs."""
+    x = _rows(features, labels, splits)
+    names = [str(i) for i in ids] if ids is not None else [f"row{i:07d}" for i in range(len(x))]
+    card = _arrays_card(probes, splits)
+    with tempfile.TemporaryDirectory(prefix="evalharness-arrays-") as tmp:
+        manifest = _arrays_manifest(Path(tmp), names, labels, splits)
+        path = _arrays_file(Path(tmp), card, manifest, model, x, names)
+        return score_file(path, card, manifest=manifest, device=device, values_checked=False,
+                          options={"quiet": quiet})
+
+
+def _rows(features: np.ndarray, labels: Sequence[str], splits: Sequence[str]) -> np.ndarray:
+    """The features as (N, views, D) float32, refused unless every row has a label and a known split."""
     x = np.asarray(features, dtype=np.float32)
     if x.ndim == 2:
         x = x[:, None, :]
-    n = len(x)
-    if x.ndim != 3 or n == 0 or len(labels) != n or len(splits) != n:
+    if x.ndim != 3 or len(x) == 0 or len(labels) != len(x) or len(splits) != len(x):
         raise HarnessError(f"features of shape {tuple(np.shape(features))} need one label and one split per row "
                            f"(got {len(labels)} labels, {len(splits)} splits)")
     bad = sorted(set(splits) - set(SPLITS))
     if bad:
         raise HarnessError(f"split {bad[0]!r} is not one of {', '.join(SPLITS)}")
-    names = [str(i) for i in ids] if ids is not None else [f"row{i:07d}" for i in range(n)]
-    card = parse_protocol({
+    return x
+
+
+def _arrays_card(probes: dict[str, dict] | None, splits: Sequence[str]) -> Protocol:
+    """The classification card in-memory features are scored under: the splits they have, the probes asked for."""
+    return parse_protocol({
         "name": "arrays", "version": 1, "task": "classification",
         "dataset": {"adapter": "manifest", **{s: s for s in SPLITS if s in set(splits)}},
         "frames": {"count": 1, "sampling": "uniform"}, "transform": {"resize_short": 8},
         "probes": probes if probes is not None else {"knn": {}, "linear": {}}}, "score_arrays")
-    with tempfile.TemporaryDirectory(prefix="evalharness-arrays-") as tmp:
-        root = Path(tmp)
-        items = tuple(sorted((Item(i, root / i, s, str(label)) for i, s, label in zip(names, splits, labels, strict=True)),
-                             key=lambda item: item.id))
-        if len({item.id for item in items}) != n:
-            raise HarnessError("ids must be unique")
-        manifest = Manifest(root, items, tuple(sorted({str(label) for label in labels})))
-        header = Header(model=model, model_revision="", weights_sha256="", model_config="{}", protocol=card.name,
-                        protocol_version=card.version, extraction_hash=card.extraction_hash,
-                        protocol_json=json.dumps(card.to_dict(), sort_keys=True), manifest_hash=manifest.hash,
-                        harness_version=__version__, environment="{}")
-        row = {name: r for r, name in enumerate(names)}
-        order = [item.id for item in items]
-        chunk = Chunk(order, x[[row[i] for i in order]], np.zeros((n, 1, 1), np.int32))
-        (root / "parts").mkdir()
-        write_part(root / "parts", header, 0, 1, n, chunk, x.shape[1], 1, "float32", None)
-        path = finalize([root / "parts"], root / "arrays.h5")
-        return score_file(path, card, manifest=manifest, device=device, values_checked=False,
-                          options={"quiet": quiet})
+
+
+def _arrays_manifest(root: Path, names: list[str], labels: Sequence[str], splits: Sequence[str]) -> Manifest:
+    """The labels and splits of the rows as a manifest (ids unique), the only place scoring reads them from."""
+    items = tuple(sorted((Item(i, root / i, s, str(label)) for i, s, label in zip(names, splits, labels, strict=True)),
+                         key=lambda item: item.id))
+    if len({item.id for item in items}) != len(items):
+        raise HarnessError("ids must be unique")
+    return Manifest(root, items, tuple(sorted({str(label) for label in labels})))
+
+
+def _arrays_file(root: Path, card: Protocol, manifest: Manifest, model: str, x: np.ndarray, names: list[str]) -> Path:
+    """The rows written as an embedding file of `card` under `root`, in the manifest's id order."""
+    header = Header(model=model, model_revision="", weights_sha256="", model_config="{}", protocol=card.name,
+                    protocol_version=card.version, extraction_hash=card.extraction_hash,
+                    protocol_json=json.dumps(card.to_dict(), sort_keys=True), manifest_hash=manifest.hash,
+                    harness_version=__version__, environment="{}")
+    row = {name: r for r, name in enumerate(names)}
+    order = manifest.ids
+    chunk = Chunk(order, x[[row[i] for i in order]], np.zeros((len(x), 1, 1), np.int32))
+    (root / "parts").mkdir()
+    write_part(root / "parts", header, 0, 1, len(x), chunk, x.shape[1], 1, "float32", None)
+    return finalize([root / "parts"], root / "arrays.h5")
 
 
 def load_results(*paths: str | Path):

@@ -296,25 +296,11 @@ def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, 
     share of each batch and rank 0 writes the records."""
     from .cards import load_protocol
     from .distributed import device_for_rank, rank_and_world
-    from .results import headline, record_path, reusable, save_record
+    from .results import Ledger
     from .scoring import MismatchError, probes_for, score
     from .store.sandbox import require_valid
 
-    def publish(record: dict) -> None:
-        if rank_and_world()[0] != 0:
-            return
-        path, note = save_record(record, results, rerun)
-        click.echo(f"{headline(record)} -> {path}" + (f" ({note})" if note else ""))
-        for caveat in record["caveats"]:
-            click.echo(f"  caveat: {one_line(caveat)}")
-
-    def keep(record: dict) -> dict | None:
-        kept = reusable(results, record)
-        if kept is not None and rank_and_world()[0] == 0:
-            click.echo(f"{headline(kept)} (kept {record_path(Path(results), kept)}: same file, card, clips and "
-                       "probe settings; --rerun to score again)")
-        return kept
-
+    ledger = Ledger(Path(results), rerun, click.echo, speaks=rank_and_world()[0] == 0)
     protocol = load_protocol(card)
     options = {"workers": workers, "quiet": quiet, "micro_batch": micro_batch,
                **({"save_masks": save_masks} if save_masks is not None else {})}
@@ -323,7 +309,7 @@ def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, 
     try:
         score(file, protocol, names, data_root=data, device=device_for_rank(device),
               allow_mismatch=allow_mismatch, values_checked=True,
-              options=options, on_record=publish, reuse=None if rerun else keep)
+              options=options, on_record=ledger.publish, reuse=ledger.reuse)
     except MismatchError as exc:
         raise HarnessError(f"{exc} (use --allow-mismatch to score anyway, marked non-conforming)") from None
 

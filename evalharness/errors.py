@@ -39,3 +39,7 @@ class TooLargeError(HarnessError):
 
 class ProbeError(HarnessError):
     """A probe cannot score the given file (mismatched protocol, missing ids, bad config)."""
+
+
+class AnnotationFileError(HarnessError, ValueError):
+    """A ground-truth or prediction file is unreadable or malformed; the message names the file and the problem."""

@@ -9,9 +9,11 @@ blocks against the adapters and probes that will run it.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any
 
 from .checksum import sha256_json
@@ -25,14 +27,21 @@ class Task(StrEnum):
     RETRIEVAL = "retrieval"
     TEXT_RETRIEVAL = "text-retrieval"
     LABEL_PROPAGATION = "label-propagation"
+    LOCALIZATION = "localization"  # temporal action localization: labelled segments in seconds per video
+    SEGMENTATION = "segmentation"  # temporal action segmentation: a label per frame of each video
 
     @property
     def needs_labels(self) -> bool:
         """Whether every clip of the manifest needs a class label."""
         return self in (Task.CLASSIFICATION, Task.RETRIEVAL)
 
+    @property
+    def temporal(self) -> bool:
+        """Whether the task reads one feature per snippet along each whole video (a card with sliding frames)."""
+        return self in (Task.LOCALIZATION, Task.SEGMENTATION)
 
-SAMPLINGS = ("uniform", "dense", "all")
+
+SAMPLINGS = ("uniform", "dense", "all", "sliding")
 INTERPOLATIONS = ("bilinear", "bicubic")
 ROLES = ("train", "val", "test")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -44,17 +53,33 @@ CLIP_SOURCES = ("pooled", "token_mean")
 
 @dataclass(frozen=True)
 class Frames:
+    """Which presented frames a card feeds: `count` per clip by `sampling`, with `stride` for dense clips; sliding
+    snippets add a window (`window_frames`, or `window_seconds` against the stream's average frame rate) and the
+    share of it consecutive snippets share (`overlap`). The sliding keys enter `as_dict` (so the hash) only when set."""
+
     sampling: str
     count: int | None = None
     stride: int | None = None
+    window_frames: int | None = None
+    window_seconds: float | None = None
+    overlap: float | None = None
 
     def as_dict(self) -> dict:
         out: dict[str, Any] = {"sampling": self.sampling}
-        if self.count is not None:
-            out["count"] = self.count
-        if self.stride is not None:
-            out["stride"] = self.stride
+        for key in ("count", "stride", "window_frames", "window_seconds", "overlap"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
+
+    @property
+    def window_seconds_exact(self) -> Fraction:
+        """The card's window in seconds as the exact decimal it wrote (0.1 is 1/10, not the nearest float)."""
+        return Fraction(str(self.window_seconds))
+
+    @property
+    def overlap_exact(self) -> Fraction:
+        """The card's overlap as the exact decimal it wrote."""
+        return Fraction(str(self.overlap or 0.0))
 
 
 @dataclass(frozen=True)
@@ -180,9 +205,17 @@ def _choice(card: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
+_WINDOW_KEYS = ("window_frames", "window_seconds", "overlap")
+
+
 def _frames(card: str, raw: dict) -> Frames:
-    check_keys(card, "frames", raw, {"count", "sampling", "stride"}, {"sampling"})
+    check_keys(card, "frames", raw, {"count", "sampling", "stride", *_WINDOW_KEYS}, {"sampling"})
     sampling = _choice(card, "frames.sampling", raw["sampling"], SAMPLINGS)
+    if sampling == "sliding":
+        return _sliding(card, raw)
+    for key in _WINDOW_KEYS:
+        if key in raw:
+            raise ProtocolError(f"{where(card, 'frames.' + key)} is meaningless with sampling '{sampling}'")
     if sampling == "all":
         for key in ("count", "stride"):
             if key in raw:
@@ -196,14 +229,46 @@ def _frames(card: str, raw: dict) -> Frames:
     return Frames(sampling, count, _int(card, "frames.stride", raw.get("stride"), 1, 1024))
 
 
+def _sliding(card: str, raw: dict) -> Frames:
+    """Sliding snippets: `count` frames per snippet (at `stride` steps, or spread evenly over the window when stride
+    is absent), exactly one of `window_frames` / `window_seconds`, and `overlap` in [0, 1) (default 0)."""
+    count = _int(card, "frames.count", raw.get("count"), 1, 4096)
+    stride = _int(card, "frames.stride", raw["stride"], 1, 1024) if "stride" in raw else None
+    given = [key for key in ("window_frames", "window_seconds") if key in raw]
+    if len(given) != 1:
+        raise ProtocolError(f"{where(card, 'frames.window_frames')} or 'frames.window_seconds' (exactly one) is "
+                            f"required with sampling 'sliding', got {' and '.join(given) or 'neither'}")
+    window_frames = window_seconds = None
+    if "window_frames" in raw:
+        window_frames = _int(card, "frames.window_frames", raw["window_frames"], 1, 1_000_000)
+        if stride is not None and (count - 1) * stride + 1 > window_frames:
+            raise ProtocolError(f"{where(card, 'frames.window_frames')} ({window_frames}) is shorter than the span of "
+                                f"{count} frames at stride {stride} ({(count - 1) * stride + 1})")
+    else:
+        window_seconds = _decimal(card, "frames.window_seconds", raw["window_seconds"], "(0, 3600]")
+    overlap = _decimal(card, "frames.overlap", raw.get("overlap", 0), "[0, 1)")
+    return Frames("sliding", count, stride, window_frames, window_seconds, overlap)
+
+
+_INTERVALS = {"(0, 3600]": lambda x: 0 < x <= 3600, "[0, 1)": lambda x: 0 <= x < 1}
+
+
+def _decimal(card: str, key: str, value: Any, interval: str) -> float:
+    """A decimal number in one of `_INTERVALS`, as a float (whose repr is the decimal the card wrote)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or not _INTERVALS[interval](value):
+        raise ProtocolError(f"{where(card, key)} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
 def _views(card: str, raw: dict, frames: Frames) -> Views:
     check_keys(card, "views", raw, {"temporal", "spatial"})
     views = Views(_int(card, "views.temporal", raw.get("temporal", 1), 1, 100),
                   _int(card, "views.spatial", raw.get("spatial", 1), 1, 3))
     if views.spatial == 2:
         raise ProtocolError(f"{where(card, 'views.spatial')} must be 1 (centre crop) or 3 (three crops), got 2")
-    if frames.sampling == "all" and views.temporal != 1:
-        raise ProtocolError(f"{where(card, 'views.temporal')} must be 1 with sampling 'all'")
+    if frames.sampling in ("all", "sliding") and views.temporal != 1:
+        raise ProtocolError(f"{where(card, 'views.temporal')} must be 1 with sampling '{frames.sampling}'")
     return views
 
 
@@ -300,6 +365,9 @@ def parse_structure(raw: Any, source: str = "<memory>") -> Protocol:
     views = _views(card, raw.get("views", {}), frames)
     if task == Task.LABEL_PROPAGATION and frames.sampling != "all":
         raise ProtocolError(f"{where(card, 'frames.sampling')} must be 'all' for label-propagation")
+    if task.temporal and frames.sampling != "sliding":
+        raise ProtocolError(f"{where(card, 'frames.sampling')} must be 'sliding' for {task.value} (one feature per "
+                            "snippet along each whole video)")
     transform = _transform(card, raw["transform"], views)
     tokens = _tokens(card, raw.get("features"), task, frames)
     if tokens is not None and transform.crop is None:

@@ -11,6 +11,8 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from .errors import HarnessError
 from .metrics import FRACTION, INTERVALS, MAX_CLASSES, RANK, UNITS, confusion, mcnemar_exact, paired_difference
 from .probes import ProbeOutcome
 from .protocol import Protocol
-from .untrusted import folder_name, name_problem, shown
+from .untrusted import folder_name, load_json, name_problem, one_line, shown
 from .version import __version__
 
 FORMAT = "evalharness.result"
@@ -216,17 +218,10 @@ def load_record(path: str | Path) -> dict:
     """A record from a JSON file of at most MAX_RECORD_BYTES, checked (any file may be hostile)."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_RECORD_BYTES:
-            raise HarnessError(f"{path}: {path.stat().st_size} bytes, larger than any result record "
-                               f"({MAX_RECORD_BYTES} at most)")
-        record = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
+        record = load_json(path, MAX_RECORD_BYTES)
+    except (OSError, ValueError) as exc:
         raise HarnessError(f"{path}: unreadable result record ({str(exc)[:200]})") from None
     return check_record(record, str(path))
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
 
 
 def check_against_card(record: dict, where: str) -> None:
@@ -319,3 +314,35 @@ def save_record(record: dict, results_dir: str | Path, rerun: bool = False) -> t
     return path, (f"replaced the record of {old['created_utc']} ({', '.join(keys)} changed)" if keys
                   else f"replaced the record of {old['created_utc']} (rerun)" if rerun
                   else f"replaced the record of {old['created_utc']} (same inputs)")
+
+
+@dataclass
+class Ledger:
+    """Where a scoring run's records go (`probe`, `run`): saved under `results_dir`, a record of the same inputs
+    kept unless `rerun`, each said in one line through `echo`, all collected in `records`. A process that does not
+    `speak` (a torchrun rank other than 0) keeps what exists and writes and says nothing."""
+
+    results_dir: Path
+    rerun: bool = False
+    echo: Callable[[str], None] = print
+    speaks: bool = True
+    records: list[dict] = field(default_factory=list)
+
+    def publish(self, record: dict) -> None:
+        """A new record: saved (saying what it replaced and why) with its caveats shown."""
+        if self.speaks:
+            path, note = save_record(record, self.results_dir, self.rerun)
+            self.echo(f"{headline(record)} -> {path}" + (f" ({note})" if note else ""))
+            for caveat in record["caveats"]:
+                self.echo(f"  caveat: {one_line(caveat)}")
+        self.records.append(record)
+
+    def reuse(self, record: dict) -> dict | None:
+        """The existing record of the same inputs as this record-to-be, to keep instead of scoring again."""
+        kept = None if self.rerun else reusable(self.results_dir, record)
+        if kept is not None:
+            self.records.append(kept)
+            if self.speaks:
+                self.echo(f"{headline(kept)} (kept {record_path(self.results_dir, kept)}: same file, card, clips and "
+                          "probe settings; --rerun to score again)")
+        return kept

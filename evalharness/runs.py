@@ -16,7 +16,7 @@ from .errors import HarnessError
 from .extract import ExtractConfig, extract
 from .protocol import Protocol
 from .report import board, render
-from .results import headline, reusable, save_record
+from .results import Ledger
 from .scoring import MismatchError, score
 from .untrusted import folder_name, one_line, shown
 
@@ -114,23 +114,9 @@ def _one(model: str, protocol: Protocol, root: Path, manifest: Manifest, folder:
         echo(f"  failed clip {shown(vid)}: {one_line(reason)}")
     if not summary.finalized:
         raise HarnessError(f"{path}: not every chunk is extracted yet (another shard is still running)")
-    results = folder / "results"
-
-    def publish(record: dict) -> None:
-        saved, note = save_record(record, results, rerun)
-        records.append(record)
-        echo(f"{headline(record)} -> {saved}" + (f" ({note})" if note else ""))
-
-    def keep(record: dict) -> dict | None:
-        kept = reusable(results, record)
-        if kept is not None:
-            records.append(kept)
-            echo(f"{headline(kept)} (kept: same file, card, clips and probe settings; --rerun to score again)")
-        return kept
-
+    ledger = Ledger(folder / "results", rerun, echo, records=records)
     try:
         score(path, protocol, manifest=manifest, data_root=root, device=device, allow_mismatch=allow_mismatch,
-                     values_checked=True, options={"quiet": quiet}, on_record=publish,
-                     reuse=None if rerun else keep)
+              values_checked=True, options={"quiet": quiet}, on_record=ledger.publish, reuse=ledger.reuse)
     except MismatchError as exc:
         raise HarnessError(f"{exc} (--allow-mismatch scores it anyway, marked non-conforming)") from None

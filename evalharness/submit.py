@@ -25,7 +25,7 @@ import yaml
 
 from .cards import load_protocol
 from .datasets import Item, Manifest, resolve_manifest
-from .errors import HarnessError, StoreError
+from .errors import HarnessError
 from .locking import locked
 from .progress import relayed
 from .protocol import Protocol
@@ -131,27 +131,23 @@ def _child(path: Path, folder: Path, copy_to: Path) -> dict:
     """In the child: the file's protocol must be the folder's; every check of the reader is made while the
     manifest's rows and the groups the card's task reads are copied into a file of our own (one read of the
     values), within the folder's size limit counted uncompressed; the copy is then scored with the folder's labels
-    (a file of another card or manifest, or lacking clips, is refused there), its progress lines written to
+    (a file of another card or manifest, or lacking clips, is refused there); the progress lines of both are written to
     PROGRESS_LOG beside the copy (this process's stderr is captured by the sandbox)."""
     limits = Limits(data_bytes=_config(folder)["max_file_bytes"])
-    try:
-        protocol, manifest = _card_of(path, folder, limits)
-        header, items = write_canonical(path, copy_to, Keep.for_card(protocol, manifest.ids), limits)
-    except StoreError as exc:
-        return {"problems": [str(exc)]}
-    except READ_ERRORS as exc:
-        return {"problems": [f"{path}: {unreadable(exc)}"]}
-    except MemoryError:
-        return {"problems": [memory_problem(path)]}
-    try:
-        with (copy_to.with_name(PROGRESS_LOG).open("w", encoding="utf-8", buffering=1) as log,
-              contextlib.redirect_stderr(log)):
+    with (copy_to.with_name(PROGRESS_LOG).open("w", encoding="utf-8", buffering=1) as log,
+          contextlib.redirect_stderr(log)):
+        try:
+            protocol, manifest = _card_of(path, folder, limits)
+            header, items = write_canonical(path, copy_to, Keep.for_card(protocol, manifest.ids), limits,
+                                            quiet=False)
             records = score(copy_to, protocol, manifest=manifest, values_checked=True, shown_as=path,
                             options={"quiet": False})
-    except HarnessError as exc:
-        return {"problems": [str(exc)]}
-    except MemoryError:
-        return {"problems": [memory_problem(path)]}
+        except HarnessError as exc:
+            return {"problems": [str(exc)]}
+        except READ_ERRORS as exc:
+            return {"problems": [f"{path}: {unreadable(exc)}"]}
+        except MemoryError:
+            return {"problems": [memory_problem(path)]}
     return {"problems": [], "protocol": header.protocol, "model": header.display, "revision": header.model_revision,
             "items": items, "records": records}
 

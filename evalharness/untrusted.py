@@ -1,11 +1,16 @@
 """Strings that come from files we did not write (model and revision names, protocol, probe and metric names in
-records): what a name may hold, the unique path it maps to, and how any such string is shown on a terminal."""
+records): what a name may hold, the unique path it maps to, how any such string is shown on a terminal, and the
+strict, bounded reading of a JSON file (result records, annotation and prediction files)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import stat
 import unicodedata
+from pathlib import Path
 
 from .errors import HarnessError
 
@@ -63,3 +68,39 @@ def folder_name(model: str, revision: str) -> str:
     raw = f"{model}@{revision}"
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._")[:60] or "model"
     return f"{slug}-{hashlib.sha256(raw.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
+
+
+def _refuse_constant(name: str) -> None:
+    """JSON's parser hook for NaN and Infinity, which the standard does not allow and no metric can rank."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """JSON's object hook: a repeated key (which json keeps the last of, silently) is refused."""
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"an object repeats the key {shown(next(k for k in keys if keys.count(k) > 1))}")
+    return dict(pairs)
+
+
+def load_json(path: str | Path, max_bytes: int) -> object:
+    """The JSON value of a regular file of at most `max_bytes`, strictly parsed (no NaN or Infinity, no repeated
+    keys, bounded nesting); ValueError or OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("is not a regular file")
+        if info.st_size > max_bytes:
+            raise ValueError(f"is {info.st_size} bytes, more than the {max_bytes} allowed")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"grew past the {max_bytes} bytes allowed while it was read")
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("is nested too deeply") from None

@@ -8,7 +8,10 @@ files.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -19,8 +22,8 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from .errors import DecodeError
-from .protocol import Transform
-from .sampling import crop_offsets, resized_size
+from .protocol import Frames, Transform
+from .sampling import crop_offsets, resized_size, snippet_geometry, snippet_offsets
 
 
 def _open(path: Path, threads: int):
@@ -103,13 +106,18 @@ def _decode_keeping(path: Path, container: av.container.InputContainer, stream: 
             rgb = _rgb(frame, reformatter)
             if kept is None:
                 kept = np.empty((len(wanted), *rgb.shape), np.uint8)
-            elif rgb.shape != kept.shape[1:]:
-                raise DecodeError(f"{path}: frame {target} is {rgb.shape[1]}x{rgb.shape[0]}, not "
-                                  f"{kept.shape[2]}x{kept.shape[1]} like the frames before it")
+            _check_size(path, target, rgb, kept.shape[1:])
             kept[filled] = rgb
             filled += 1
             target = next(targets, -1)
     return count, (kept[:filled] if kept is not None else np.empty((0, 0, 0, 3), np.uint8))
+
+
+def _check_size(path: Path, index: int, rgb: np.ndarray, shape: tuple[int, ...]) -> None:
+    """Refuse a frame whose size differs from the frames kept before it (a stream joined from two videos)."""
+    if rgb.shape != shape:
+        raise DecodeError(f"{path}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]}, not {shape[1]}x{shape[0]} like "
+                          "the frames before it")
 
 
 def _covered(planned: np.ndarray, kept: int, unique: np.ndarray) -> np.ndarray | None:
@@ -177,6 +185,113 @@ def read_sampled(path: str | os.PathLike, choose: Callable[[int], np.ndarray],
     if again != n:
         raise DecodeError(f"{path}: decoded to {n} frames once and {again} the next time")
     return n, indices, frames
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """One sliding snippet: the frames it feeds (`indices`, (count,) int32), the [first, last] frames of its window,
+    its centre time in seconds (float64: the mean of those two frames' presentation times, from the stream's first
+    presented frame), and the RGB frames of its sorted unique indices (`frames[i]`, as `read_sampled` returns them)."""
+
+    indices: np.ndarray
+    window: tuple[int, int]
+    centre: float
+    frames: np.ndarray
+
+
+def read_snippets(path: str | os.PathLike, frames: Frames, threads: int = 0) -> Iterator[Snippet]:
+    """Yield a sliding card's snippets in order as the video decodes, holding at most one window of frames.
+
+    Needs no frame count: snippet t is yielded once frame t*H + W - 1 is decoded, and at the
+    end of the stream a video shorter than one window yields its one snippet (the last
+    frame repeated). Only frames some snippet feeds are held, each converted to RGB once,
+    when the first snippet feeding it is yielded; they are dropped as soon as the window
+    passes them. A decoding error raises `DecodeError` after the snippets before it."""
+    path = Path(path)
+    if path.is_dir():
+        raise DecodeError(f"{path}: sliding snippets need a video's timestamps, not a folder of frames")
+    container, stream = _open(path, threads)
+    with container:
+        try:
+            window, hop = snippet_geometry(frames, stream.average_rate)
+        except DecodeError as exc:
+            raise DecodeError(f"{path}: {exc}") from None
+        yield from _slide(path, _frames(path, container, stream), window, hop, snippet_offsets(frames, window))
+
+
+def _slide(path: Path, decoded: Iterator[av.VideoFrame], window: int, hop: int,
+           offsets: np.ndarray) -> Iterator[Snippet]:
+    """The snippets of a stream of decoded frames (see `read_snippets`): `held` keeps [index, decoded frame or its
+    RGB] of the fed frames from the next snippet's first frame on, `times` the presentation times of all of them."""
+    fed = _fed_mask(window, hop, offsets)
+    held: deque[list] = deque()
+    times: deque[Fraction] = deque()
+    convert = _Converter(path)
+    origin: Fraction | None = None
+    emitted = count = 0
+    for count, frame in enumerate(decoded, start=1):
+        index = count - 1
+        times.append(_seconds(path, index, frame))
+        origin = times[-1] if origin is None else origin
+        if _is_fed(fed, hop, index):
+            held.append([index, frame])
+        first = emitted * hop
+        if index == first + window - 1:
+            yield convert.snippet(held, first + offsets, (first, index), (times[0] + times[-1]) / 2 - origin)
+            emitted += 1
+            for _ in range(hop):
+                times.popleft()
+            while held and held[0][0] < emitted * hop:
+                held.popleft()
+    if count == 0:
+        raise DecodeError(f"{path}: no decodable video frames")
+    if emitted == 0:
+        if not held or held[-1][0] != count - 1:
+            held.append([count - 1, frame])
+        yield convert.snippet(held, np.minimum(offsets, count - 1), (0, count - 1), (times[0] + times[-1]) / 2 - origin)
+
+
+def _fed_mask(window: int, hop: int, offsets: np.ndarray) -> np.ndarray:
+    """Whether frame j < W is fed by a snippet (one starting at a multiple of H at most j); frame i >= W is fed as
+    frame i - H is, since the same snippets' offsets reach both."""
+    mask = np.zeros(window, bool)
+    for start in range(0, window, hop):
+        mask[start + offsets[start + offsets < window]] = True
+    return mask
+
+
+def _is_fed(mask: np.ndarray, hop: int, index: int) -> bool:
+    """Whether frame `index` is fed by a snippet, by `_fed_mask` of the window (length W): frames from W on as the
+    frame in [W - H, W - 1] a multiple of H before them."""
+    window = len(mask)
+    return bool(mask[index if index < window else window - 1 - (window - 1 - index) % hop])
+
+
+def _seconds(path: Path, index: int, frame: av.VideoFrame) -> Fraction:
+    """A decoded frame's presentation time in seconds, exactly."""
+    if frame.pts is None or frame.time_base is None:
+        raise DecodeError(f"{path}: frame {index} has no presentation timestamp")
+    return frame.pts * Fraction(frame.time_base)
+
+
+class _Converter:
+    """Turns held decoded frames into RGB, each once, by one converter for the whole video, all of one size."""
+
+    def __init__(self, path: Path):
+        self.path, self.reformatter, self.shape = path, VideoReformatter(), None
+
+    def snippet(self, held: deque[list], indices: np.ndarray, window: tuple[int, int], centre: Fraction) -> Snippet:
+        """The snippet feeding `indices` from the held frames, converting those not yet RGB (in place, dropping the
+        decoded frame)."""
+        entries = {entry[0]: entry for entry in held}
+        unique = np.unique(indices).tolist()
+        for index in unique:
+            entry = entries[index]
+            if not isinstance(entry[1], np.ndarray):
+                entry[1] = _rgb(entry[1], self.reformatter)
+                self.shape = self.shape or entry[1].shape
+                _check_size(self.path, index, entry[1], self.shape)
+        return Snippet(indices.astype(np.int32), window, float(centre), np.stack([entries[i][1] for i in unique]))
 
 
 def to_float(frames: np.ndarray) -> torch.Tensor:

@@ -13,7 +13,7 @@ ROOMS = {
                    set()),
     "card model": ({"protocol"}, {"foundation"}),
     "pixels": ({"sampling", "video"}, {"card model", "foundation"}),
-    "measures": ({"metrics", "masks"}, {"foundation"}),
+    "measures": ({"metrics", "masks", "localization_metrics", "segmentation_metrics"}, {"foundation"}),
     "datasets": ({"datasets"}, {"card model", "foundation"}),
     "backbones": ({"backbones"}, {"foundation"}),
     "store": ({"store"}, {"card model", "foundation"}),

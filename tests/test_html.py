@@ -164,3 +164,12 @@ def test_details_only_in_html(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 1 and "--details is shown in the html page" in out.stderr
     assert json.loads(render(board(RECORDS), "json"))["rows"][0]["cells"]  # chance and rank-less cells are json
+
+
+def test_appearance_against_motion_plots_the_headline_metric_on_every_page(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(html_module, "_png", lambda figure: "data:image/png;base64,")
+    monkeypatch.setattr(html_module, "_scatter", lambda plt, data, x, y: drawn.append((x, y)) or "")
+    for metric in ("headline", "all"):
+        html_module.page(board(RECORDS, metric))
+    assert drawn == [("toy-appearance v1 / knn top1", "toy-motion v1 / knn top1")] * 2

@@ -1,4 +1,5 @@
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from evalharness.submit import init
 
 from conftest import small_labelprop_card
 from helpers import build_file, clustered, probe
+
+PROGRESS = re.compile(r"^[\w ]+: \d+/\d+ \w+, [\d.]+ \w+/s, (ETA [\d:?]+|done)$")  # a progress line in a log
 
 
 def cli(*args):
@@ -46,6 +49,8 @@ def board_dir(tmp_path, synth30, card30):
 def test_honest_submission_scores_as_the_probe_does(board_dir, files, synth30, card30):
     result = cli("submit", files["builtin:stats"], "-l", board_dir)
     assert result.returncode == 0, result.stderr
+    assert re.search(r"^copying: (\d+)/\1 clips, .* done$", result.stderr, re.M), result.stderr  # the child's copy
+    assert all(PROGRESS.match(line) for line in result.stderr.splitlines()), result.stderr
     direct = probe("knn", files["builtin:stats"], load_protocol(card30), synth30)
     value = direct["metrics"]["top1@k10"]["value"]
     assert f"top1@k10: {100 * value:.2f}" in result.stdout
@@ -91,7 +96,7 @@ def test_hostile_files_are_rejected_and_change_nothing(board_dir, files, tmp_pat
     for name, path in cases.items():
         result = cli("submit", path, "-l", board_dir)
         assert result.returncode == 1, (name, result.stdout, result.stderr)
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        lines = [line for line in result.stderr.splitlines() if line.strip() and not PROGRESS.match(line)]
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, (name, result.stderr)
         assert b"SECRET" not in (result.stdout + result.stderr).encode()
         assert snapshot(board_dir) == before, name

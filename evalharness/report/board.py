@@ -46,7 +46,7 @@ def board(records: list[dict], metric: str = "headline", rank_all: bool = False)
                 "higher_is_better": m["higher_is_better"], "unit": m["unit"],
                 "interval": m.get("interval", "bootstrap"), "caveat": bool(r.get("caveats")),
                 "conforming": r["conforming"], "protocol": r["protocol"], "protocol_version": r["protocol_version"],
-                "probe": r["probe"], "metric": name, "extraction_hash": r["extraction_hash"],
+                "probe": r["probe"], "metric": name, "headline": name == r["headline"], "extraction_hash": r["extraction_hash"],
                 "probe_hash": r["probe_hash"], "manifest_hash": r["manifest_hash"], "chance": chance(r, name)}
     columns = sorted({c for row in cells.values() for c in row}, key=natural)
     for column in columns:

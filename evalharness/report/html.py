@@ -129,7 +129,8 @@ def _scatter(plt, data: dict, appearance: str, motion: str) -> str:
 
 def _figures(data: dict) -> str:
     """The plots section: a grid of one plot per task (headline), or per task (protocol version and probe) a
-    heading and a grid of one plot per metric (all); then appearance against motion where the protocols name them."""
+    heading and a grid of one plot per metric (all); then appearance against motion (headline metrics) where the
+    protocols name them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,8 +149,8 @@ def _figures(data: dict) -> str:
                 (cell["metric"], column))
         out = ["<h2>Every metric per task, with 95% CI</h2>"]
         out += [f"<h3>{html_text(task, len(task))}</h3>{_grid(plt, data, metrics)}" for task, metrics in tasks.items()]
-    appearance = [c for c in columns if "appearance" in c]
-    motion = [c for c in columns if "motion" in c]
+    appearance = [c for c in columns if "appearance" in c and _cell(data, c)["headline"]]
+    motion = [c for c in columns if "motion" in c and _cell(data, c)["headline"]]
     if appearance and motion and all(_cell(data, c)["unit"] == FRACTION for c in (appearance[0], motion[0])):
         out.append(f'<h2>Appearance against motion</h2><img alt="appearance against motion" '
                    f'src="{_scatter(plt, data, appearance[0], motion[0])}">')

@@ -35,10 +35,10 @@ from .layout import (
     TEXT_OBJECTS,
     TOKEN_DTYPES,
     Header,
-    Limits,
     TokenInfo,
     read_text,
 )
+from .limits import Limits
 
 CHUNK_ROWS = 4096
 SLACK_BYTES = 1 << 20  # what a file may hold beyond `Limits.expansion` times its size (headers, short strings)
@@ -494,11 +494,6 @@ READ_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError)
 def unreadable(exc: Exception) -> str:
     """The one-line problem for an error h5py raised while reading a file."""
     return f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-
-
-def summary(problems: list[str]) -> str:
-    """The first of several problems, and how many more there are."""
-    return problems[0] + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else "")
 
 
 def file_problems(path: str | Path, limits: Limits = Limits(), check_values: bool = True,

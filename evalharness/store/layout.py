@@ -35,35 +35,6 @@ BLOCK_BYTES = 64 << 20  # what a check or a copy reads of a dataset at once, at 
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Shapes and sizes a sane embedding file stays within; checked before any data is read.
-
-    Sizes count every dataset uncompressed (`data_bytes`, and at most `expansion` times the bytes the file occupies),
-    so a small file cannot stand for a large one; `chunks` and `chunk_bytes` bound what HDF5 allocates per read (it
-    keeps a few KB per chunk a read touches); `memory` bounds what scoring reads of the file at once (its video
-    vectors, a block of rows, one video's dense maps, the captions, as float32)."""
-
-    items: int = 5_000_000
-    views: int = 1024
-    dim: int = 65_536
-    frames: int = 100_000
-    clip_elements: int = 20_000_000_000
-    dense_elements: int = 2_000_000_000
-    dense_video_elements: int = 1 << 30  # one video's maps: 2 GiB at 16 bits
-    frame_side: int = 16_384
-    dense_stride: int = 1024
-    token_clip_elements: int = 1 << 28  # one clip's tokens, all views: 512 MiB at 16 bits
-    token_dim: int = 16_384
-    token_elements: int = 10_000_000_000_000
-    string_chars: int = 4096  # one id, caption id or failure reason
-    data_bytes: int = 1 << 46
-    expansion: int = 8
-    chunks: int = 16_384  # per dataset, except /tokens (one clip per chunk, read one at a time)
-    chunk_bytes: int = 1 << 29
-    memory: int = 8 << 30
-
-
-@dataclass(frozen=True)
 class Keep:
     """What a canonical copy keeps of a file: the rows of `ids` (all rows when None) and the optional groups."""
 

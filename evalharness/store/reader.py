@@ -16,7 +16,6 @@ from .checks import (
     open_h5,
     row_blocks,
     structure_problems,
-    summary,
     token_row_problem,
     unreadable,
     value_problems,
@@ -25,7 +24,6 @@ from .layout import (
     DenseMaps,
     Header,
     LazyMap,
-    Limits,
     TextEmbeddings,
     from_stored_tokens,
     read_dense_geometry,
@@ -33,6 +31,7 @@ from .layout import (
     read_text,
     read_token_info,
 )
+from .limits import Limits, summary
 
 
 class EmbeddingFile:

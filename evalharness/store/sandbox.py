@@ -32,8 +32,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..untrusted import one_line
-from .checks import file_problems, summary
-from .layout import Limits
+from .limits import Limits, summary
 
 PR_SET_PDEATHSIG = 1
 CHECK_SECONDS = 30
@@ -161,6 +160,8 @@ def check_file(path: str | Path, limits: Limits = Limits(), lazy: bool = True,
     dense maps, which readers otherwise check as they read them."""
     path = Path(path)
     if not path.is_file():
+        from .checks import file_problems
+
         return file_problems(path, limits)
     confinement = confinement or Confinement(seconds=seconds_for(path))
     argv = ["-m", "evalharness.store.sandbox", str(path), json.dumps(asdict(limits)), str(int(lazy))]
@@ -220,6 +221,8 @@ def _sweep(root: Path) -> None:
 
 def _child(path: Path, limits: Limits, lazy: bool) -> dict:
     """In the child: the problems of the file, a MemoryError as one of them."""
+    from .checks import file_problems
+
     try:
         return {"problems": file_problems(path, limits, check_lazy=lazy)}
     except MemoryError:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..untrusted import one_line, shown
-from .checks import READ_ERRORS, open_h5, structure_problems, summary, unreadable
-from .layout import Header, Limits, read_token_info
+from .limits import Limits, summary
 from .sandbox import Confinement, memory_problem, run_confined, seconds_for
 
 # what `info` shows of a file's environment record (what decides its numbers), when it holds them as plain values
@@ -38,6 +37,9 @@ def _environment(text: str) -> dict[str, str]:
 
 def describe(path: Path, limits: Limits = Limits()) -> dict:
     """In the child: the file's structural problems, or its summary (header, shapes, types, counts) as JSON values."""
+    from .checks import READ_ERRORS, open_h5, structure_problems, unreadable
+    from .layout import Header, read_token_info
+
     try:
         f = open_h5(path)
     except StoreError as exc:

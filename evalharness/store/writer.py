@@ -18,6 +18,7 @@ import numpy as np
 
 from ..environment import utc_now
 from ..errors import OtherRunError, StoreError
+from ..progress import bar
 from ..protocol import Task
 from .checks import clip_block_problem
 from .layout import (
@@ -27,7 +28,6 @@ from .layout import (
     Header,
     Keep,
     LazyMap,
-    Limits,
     Shape,
     TextEmbeddings,
     TokenInfo,
@@ -39,6 +39,7 @@ from .layout import (
     read_token_info,
     write_text,
 )
+from .limits import Limits
 from .reader import EmbeddingFile
 
 
@@ -216,9 +217,11 @@ def part_failures(path: Path) -> list[tuple[str, str]]:
         return read_failures(f)
 
 
-def write_canonical(source: Path, out: Path, keep: Keep = Keep(), limits: Limits = Limits()) -> tuple[Header, int]:
+def write_canonical(source: Path, out: Path, keep: Keep = Keep(), limits: Limits = Limits(),
+                    quiet: bool = True) -> tuple[Header, int]:
     """Check a hostile file's values while copying what `keep` asks for into a fresh file of our own layout, in one
-    pass: the rows of its ids, and the dense maps, captions and token features only where asked.
+    pass: the rows of its ids, and the dense maps, captions and token features only where asked; progress in clips
+    copied unless `quiet`.
 
     Only the arrays survive (no structure, filters or attributes of the original); a
     problem found on the way raises StoreError and leaves nothing at `out`. Returns the
@@ -234,15 +237,17 @@ def write_canonical(source: Path, out: Path, keep: Keep = Keep(), limits: Limits
         shape = Shape(len(rows), views, dim, src.clip_dtype, index.shape[1], index.shape[2], tokens)
         kept = [(vid, reason[:500]) for vid, reason in src.failures if keep.ids is None or vid in keep.ids]
         text = src.text() if src.has_text and keep.text else None
-        chunks = _canonical_chunks(src, rows, keep, kept, shape)
-        atomic_h5(out, lambda f: fill(f, src.header, shape, chunks, text))
+        with bar(len(rows), "copying", "clip", quiet) as progress:
+            chunks = _canonical_chunks(src, rows, keep, kept, shape, progress.update)
+            atomic_h5(out, lambda f: fill(f, src.header, shape, chunks, text))
         return src.header, len(rows)
 
 
 def _canonical_chunks(src: EmbeddingFile, rows: np.ndarray, keep: Keep, failures: list[tuple[str, str]],
-                      shape: Shape) -> Iterator[Chunk]:
+                      shape: Shape, copied: Callable[[int], object]) -> Iterator[Chunk]:
     """The kept rows of a source in blocks, their clip vectors checked as they are read (dense maps and tokens are
-    checked by the reader, one video or clip at a time), then the kept failures."""
+    checked by the reader, one video or clip at a time), then the kept failures; `copied(n)` once a block of n rows
+    is written."""
     for block in src.row_blocks():
         local = rows[(rows >= block.start) & (rows < block.stop)] - block.start
         if not len(local):
@@ -255,5 +260,6 @@ def _canonical_chunks(src: EmbeddingFile, rows: np.ndarray, keep: Keep, failures
         dense = src.dense_maps(ids) if keep.dense else {}
         tokens = LazyMap(ids, src.clip_tokens) if shape.tokens is not None else {}
         yield Chunk(ids, clip.astype(src.clip_dtype), src.frame_indices(block)[local], dense, tokens=tokens)
+        copied(len(ids))
     yield Chunk([], np.zeros((0, shape.views, shape.dim), np.float32), np.zeros((0, shape.temporal_views, 0), np.int32),
                 failures=failures)

@@ -96,11 +96,14 @@ CARD_COLUMNS = ("name", "version", "task", "dataset", "frames", "views", "crop",
 
 def card_row(protocol: Protocol) -> tuple[str, ...]:
     """A card's row under CARD_COLUMNS (`evalharness protocols`): its adapter, frames as count and sampling
-    ('16 dense stride 4', 'all'), views as temporal x spatial, the crop side ('none': whole frames), the probes it
-    lists and the first 12 characters of its extraction hash."""
+    ('16 dense stride 4', 'all', '8 sliding window 0.5 s overlap 0.75'), views as temporal x spatial, the crop side
+    ('none': whole frames), the probes it lists and the first 12 characters of its extraction hash."""
     frames = protocol.frames
+    window = ([f"{frames.window_frames} frames"] if frames.window_frames is not None
+              else [f"{frames.window_seconds:g} s"] if frames.window_seconds is not None else [])
     sampled = " ".join([*([str(frames.count)] if frames.count is not None else []), frames.sampling,
-                        *([f"stride {frames.stride}"] if frames.stride is not None else [])])
+                        *([f"stride {frames.stride}"] if frames.stride is not None else []),
+                        *([f"window {window[0]} overlap {frames.overlap or 0:g}"] if window else [])])
     crop = protocol.transform.crop
     return (protocol.name, str(protocol.version), str(protocol.task), str(protocol.dataset["adapter"]), sampled,
             f"{protocol.views.temporal}x{protocol.views.spatial}", "none" if crop is None else str(crop),

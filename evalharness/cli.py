@@ -85,7 +85,8 @@ def synth(out_dir: Path, seed: int, clips: int, quiet: bool) -> None:
 @click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="Dataset root.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the csv here instead of printing it.")
 def manifest(card: str, data: Path, out: Path | None) -> None:
-    """What a card resolves to under a data root (id, path, label, split, present), without decoding anything."""
+    """What a card resolves to under a data root (id, path, label, split, present; the group and the number of
+    segments where the dataset has them), without decoding anything."""
     import csv
     import io
     from collections import Counter
@@ -94,25 +95,31 @@ def manifest(card: str, data: Path, out: Path | None) -> None:
     from .datasets import resolve_manifest
 
     resolved = resolve_manifest(load_protocol(card), data)
+    extra = [name for name, has in (("group", any(i.group for i in resolved.items)),
+                                    ("segments", any(i.segments is not None for i in resolved.items))) if has]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "path", "label", "split", "present"])
+    writer.writerow(["id", "path", "label", "split", "present", *extra])
     present = 0
     for item in resolved.items:
         exists = item.path.exists()
         present += exists
-        writer.writerow([item.id, item.path, item.label or "", item.split, int(exists)])
+        more = {"group": item.group or "", "segments": len(item.segments or ())}
+        writer.writerow([item.id, item.path, item.label or "", item.split, int(exists), *(more[e] for e in extra)])
     if out:
         out.write_text(buffer.getvalue(), encoding="utf-8")
     else:
         click.echo(buffer.getvalue().rstrip("\n"))
     click.echo(f"{len(resolved.items)} clips in {len(resolved.classes)} classes, {present} present, "
                f"{len(resolved.items) - present} missing", err=True)
-    counts = Counter((item.split, item.label or "") for item in resolved.items)
+    counts = Counter((item.split, label) for item in resolved.items
+                     for label in ([s.label for s in item.segments] if item.segments is not None else [item.label or ""]))
     for split in sorted({item.split for item in resolved.items}):
+        clips = sum(item.split == split for item in resolved.items)
         per_class = {label: n for (s, label), n in sorted(counts.items()) if s == split}
-        click.echo(f"  {split}: {sum(per_class.values())} clips; "
-                   + ", ".join(f"{label or 'unlabelled'} {n}" for label, n in per_class.items()), err=True)
+        unit = "segments: " if any(i.segments is not None for i in resolved.items) else ""
+        click.echo(f"  {split}: {clips} clips; {unit}" + ", ".join(f"{label or 'unlabelled'} {n}"
+                                                               for label, n in per_class.items()), err=True)
 
 
 @cli.command()
@@ -141,8 +148,8 @@ def models() -> None:
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def info(file: Path) -> None:
-    """Summarise an embedding file (model, protocol, hashes, clips, views, width, tokens, dense maps, captions,
-    failures, size) from its header and shapes, read in a sandboxed child; no array is read."""
+    """Summarise an embedding file (model, protocol, hashes, clips, views, width, tokens, dense maps, feature
+    sequences, captions, failures, size) from its header and shapes, read in a sandboxed child; no array is read."""
     from .store.summary import summarise, summary_lines
 
     for line in summary_lines(file, summarise(file)):
@@ -290,7 +297,8 @@ def _conformance(file: Path, card: str, data: Path | None) -> list[str]:
                                            "settings exists (it is replaced, and the command says so).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def probe(probe, file, card, data, results, allow_mismatch, device, save_masks, workers, micro_batch, rerun, quiet):
-    """Score an embedding file with PROBE (knn, linear, retrieval, labelprop, attentive, or all the card lists).
+    """Score an embedding file with PROBE (knn, linear, retrieval, labelprop, attentive, localization, segmentation,
+    or all the card lists).
 
     Under torchrun (`torchrun --nproc_per_node N -m evalharness probe attentive ...`) every process trains on its
     share of each batch and rank 0 writes the records."""

@@ -41,5 +41,5 @@ class ProbeError(HarnessError):
     """A probe cannot score the given file (mismatched protocol, missing ids, bad config)."""
 
 
-class AnnotationFileError(HarnessError, ValueError):
+class AnnotationFileError(ManifestError, ValueError):
     """A ground-truth or prediction file is unreadable or malformed; the message names the file and the problem."""

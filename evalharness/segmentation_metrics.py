@@ -115,26 +115,35 @@ def f1_score(tp: float, fp: float, fn: float) -> float:
     return 2.0 * (precision * recall) / (precision + recall) * 100
 
 
+def video_counts(predicted: Sequence[Hashable], truth: Sequence[Hashable], background: Collection[Hashable] = BACKGROUND,
+                 overlaps: Sequence[float] = OVERLAPS, what: str = "video") -> np.ndarray:
+    """What one video adds to the scores: [correct frames, frames, edit, then tp, fp, fn per overlap]."""
+    p_frames, y_frames = _frames(predicted, f"predicted {what}"), _frames(truth, f"true {what}")
+    if len(p_frames) != len(y_frames):
+        raise ValueError(f"{what}: {len(p_frames)} predicted frames for {len(y_frames)} true ones")
+    if (p_frames.dtype.kind in "US") != (y_frames.dtype.kind in "US"):
+        raise ValueError(f"{what}: predicted and true labels are of different kinds ({p_frames.dtype}, {y_frames.dtype})")
+    counts = [f_counts(p_frames, y_frames, overlap, background) for overlap in overlaps]
+    return np.array([np.count_nonzero(p_frames == y_frames), len(y_frames), edit_score(p_frames, y_frames, background),
+                     *(c for triple in counts for c in triple)], dtype=np.float64)
+
+
+def scores_of(rows: np.ndarray, overlaps: Sequence[float] = OVERLAPS) -> SegmentationScores:
+    """The scores of a set of videos from their `video_counts` rows: accuracy over all frames, edit averaged over
+    videos, F1 from tp, fp and fn summed over videos (MS-TCN's `main`)."""
+    totals = rows.sum(axis=0)
+    return SegmentationScores(accuracy=100 * float(totals[0]) / totals[1], edit=float(totals[2]) / len(rows),
+                              f1={overlap: float(f1_score(*totals[3 + 3 * s:6 + 3 * s]))
+                                  for s, overlap in enumerate(overlaps)},
+                              videos=len(rows), frames=int(totals[1]))
+
+
 def segmentation_scores(predicted: Sequence[Sequence[Hashable]], truth: Sequence[Sequence[Hashable]],
                         background: Collection[Hashable] = BACKGROUND,
                         overlaps: Sequence[float] = OVERLAPS) -> SegmentationScores:
     """Accuracy over all frames, edit averaged over videos, F1 from tp/fp/fn summed over videos (MS-TCN's `main`)."""
     if len(predicted) != len(truth) or len(truth) == 0:
         raise ValueError(f"{len(predicted)} predicted and {len(truth)} true videos: need the same, non-zero number")
-    counts = np.zeros((len(overlaps), 3))
-    correct = total = 0
-    edit = 0.0
-    for n, (p, y) in enumerate(zip(predicted, truth, strict=True)):
-        p_frames, y_frames = _frames(p, f"predicted video {n}"), _frames(y, f"true video {n}")
-        if len(p_frames) != len(y_frames):
-            raise ValueError(f"video {n}: {len(p_frames)} predicted frames for {len(y_frames)} true ones")
-        if (p_frames.dtype.kind in "US") != (y_frames.dtype.kind in "US"):
-            raise ValueError(f"video {n}: predicted and true labels are of different kinds ({p_frames.dtype}, {y_frames.dtype})")
-        correct += int(np.count_nonzero(p_frames == y_frames))
-        total += len(y_frames)
-        edit += edit_score(p_frames, y_frames, background)
-        for s, overlap in enumerate(overlaps):
-            counts[s] += f_counts(p_frames, y_frames, overlap, background)
-    return SegmentationScores(accuracy=100 * float(correct) / total, edit=(1.0 * edit) / len(truth),
-                              f1={overlap: float(f1_score(*counts[s])) for s, overlap in enumerate(overlaps)},
-                              videos=len(truth), frames=total)
+    rows = np.stack([video_counts(p, y, background, overlaps, f"video {n}")
+                     for n, (p, y) in enumerate(zip(predicted, truth, strict=True))])
+    return scores_of(rows, overlaps)

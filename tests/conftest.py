@@ -14,6 +14,18 @@ REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread while a module's tiny models train: they run fastest so, and two threads on the two
+    shared cores of CI wait on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def realdata() -> Path:
     if not (REALDATA / "videos" / "labels.csv").is_file():

@@ -4,6 +4,8 @@ decoder, and a one-probe shortcut through the scoring path."""
 from __future__ import annotations
 
 import json
+from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -94,3 +96,28 @@ def build_file(folder, train_x, train_y, test_x, test_y, name="hand", probes=Non
     path = write_file(folder / f"{name}.parts", header, folder / f"{name}.h5", [chunk], views=clip.shape[1],
                       text=captions, tokens=info)
     return path, protocol, root
+
+
+def write_timed(path: Path, pts: list[int], time_base: Fraction, codec: str = "mpeg4", size=(32, 24),
+                options: dict | None = None) -> Path:
+    """A small video whose frame i (grey level and a bright column moving with i) is presented at pts[i] x time_base."""
+    width, height = size
+    with av.open(str(path), "w", options=options or {}) as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt, stream.time_base = width, height, "yuv420p", time_base
+        stream.codec_context.time_base = time_base
+        for i, stamp in enumerate(pts):
+            image = np.full((height, width, 3), (i * 7) % 200, np.uint8)
+            image[:, i % width] = 255
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = stamp, time_base
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def demuxed(path: Path) -> tuple[list[Fraction], Fraction]:
+    """Every decoded frame's presentation time and the stream's average rate, by PyAV's plain decode (FFmpeg's own)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [f.pts * f.time_base for f in container.decode(stream)], stream.average_rate

@@ -47,8 +47,8 @@ def test_kinetics400_val_counts_and_the_manifest_command(tmp_path, realdata):
     assert result.returncode == 0 and "19907 clips in 400 classes, 1 present, 19906 missing" in result.stderr
     assert "  train: 1 clips; abseiling 1" in result.stderr and "  val: 19906 clips; abseiling " in result.stderr
     lines = (tmp_path / "m.csv").read_text().splitlines()
-    assert lines[0] == "id,path,label,split,present" and len(lines) == 19908
-    assert any(line.startswith("R6llTwEh07w_000000_000010,") and line.endswith(",1") for line in lines)
+    assert lines[0] == "id,path,label,split,present,group" and len(lines) == 19908  # the group decides validation
+    assert any(line.startswith("R6llTwEh07w_000000_000010,") and line.endswith(",1,R6llTwEh07w") for line in lines)
 
 
 def test_msrvtt_1ka_pairs(tmp_path, realdata):

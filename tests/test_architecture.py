@@ -14,7 +14,7 @@ ROOMS = {
     "card model": ({"protocol"}, {"foundation"}),
     "pixels": ({"sampling", "video"}, {"card model", "foundation"}),
     "measures": ({"metrics", "masks", "localization_metrics", "segmentation_metrics"}, {"foundation"}),
-    "datasets": ({"datasets"}, {"card model", "foundation"}),
+    "datasets": ({"datasets"}, {"measures", "card model", "foundation"}),  # measures: annotation files' readers
     "backbones": ({"backbones"}, {"foundation"}),
     "store": ({"store"}, {"card model", "foundation"}),
     "probes": ({"probes"}, {"store", "datasets", "measures", "card model", "foundation"}),

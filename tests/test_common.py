@@ -82,7 +82,15 @@ def labelprop_file(tmp_path_factory):
 
 
 def test_every_probe_is_covered_here():
-    assert set(PROBES) == {"knn", "linear", "retrieval", "labelprop", "attentive"}
+    assert set(PROBES) == {"knn", "linear", "retrieval", "labelprop", "attentive", "localization", "segmentation"}
+
+
+def _frames(task: Task) -> dict:
+    """Frames a card of this task may take: every frame for label propagation, sliding snippets for the temporal
+    tasks, a few uniform frames otherwise."""
+    if task == Task.LABEL_PROPAGATION:
+        return {"sampling": "all"}
+    return {"count": 4, "sampling": "sliding", "window_frames": 8} if task.temporal else {"count": 4, "sampling": "uniform"}
 
 
 @pytest.mark.parametrize("name", sorted(PROBES))
@@ -93,8 +101,8 @@ def test_probe_config_round_trips_through_card_and_record(name):
     assert json.dumps(asdict(config), sort_keys=True) == json.dumps(resolved, sort_keys=True)
     assert build_config(name, asdict(config)) == config
     card = {"name": "c", "version": 1, "task": task.value, "dataset": {"adapter": "manifest", "test": "test"},
-            "frames": {"sampling": "all"} if task == Task.LABEL_PROPAGATION else {"count": 4, "sampling": "uniform"},
-            "transform": {"resize_short": 32}, "probes": {name: yaml.safe_load(yaml.safe_dump(resolved))}}
+            "frames": _frames(task), "transform": {"resize_short": 32},
+            "probes": {name: yaml.safe_load(yaml.safe_dump(resolved))}}
     assert parse_protocol(card).probes[name] == resolved
 
 
@@ -110,7 +118,8 @@ def test_probe_refuses_a_task_it_does_not_serve_and_unknown_settings(name):
         resolve_config(name, [1, 2], min(spec.tasks))
 
 
-@pytest.mark.parametrize("name", sorted(PROBES))
+# the temporal probes train heads for seconds: they run end to end once, in tests/test_temporal_probes.py
+@pytest.mark.parametrize("name", sorted(set(PROBES) - {"localization", "segmentation"}))
 def test_probe_is_deterministic_and_returns_a_complete_record(name, classification_file, labelprop_file):
     path, protocol, root = labelprop_file if name == "labelprop" else classification_file
     first, second = (score(path, protocol, [name], data_root=root)[0] for _ in range(2))
@@ -134,15 +143,23 @@ IMPOSSIBLE = {
     "davis": ({"year": 2019}, "dataset.year"),
     "synthetic": ({"label": "size"}, "dataset.label"),
     "manifest": ({"classes": "a,b"}, "dataset.classes"),
+    "activitynet": ({"test": "testing"}, "dataset.test"),
+    "thumos14": ({"videos_test": 3}, "dataset.videos_test"),
+    "tas": ({"name": "salads"}, "dataset.name"),
 }
 VALID = {"ucf101": {"train": "train", "test": "test"}, "hmdb51": {"train": "train", "test": "test"},
          "kinetics": {"test": "val"}, "ssv2": {"test": "validation"}, "msrvtt": {"test": "test"},
-         "davis": {"test": "val"}, "synthetic": {"test": "test"}, "manifest": {"test": "test"}}
+         "davis": {"test": "val"}, "synthetic": {"test": "test"}, "manifest": {"test": "test"},
+         "activitynet": {"train": "training", "test": "validation"},
+         "thumos14": {"train": "validation", "test": "test"}, "tas": {"name": "gtea", "test": "all"}}
+TEMPORAL = {"activitynet": "localization", "thumos14": "localization", "tas": "segmentation"}
 
 
 def _card(adapter: str, dataset: dict) -> dict:
-    task = {"davis": "label-propagation", "msrvtt": "text-retrieval"}.get(adapter, "classification")
-    frames = {"sampling": "all"} if task == "label-propagation" else {"count": 4, "sampling": "uniform"}
+    task = {"davis": "label-propagation", "msrvtt": "text-retrieval", **TEMPORAL}.get(adapter, "classification")
+    frames = ({"sampling": "all"} if task == "label-propagation"
+              else {"count": 4, "sampling": "sliding", "window_frames": 8} if adapter in TEMPORAL
+              else {"count": 4, "sampling": "uniform"})
     return {"name": "c", "version": 1, "task": task, "dataset": {"adapter": adapter, **dataset}, "frames": frames,
             "transform": {"resize_short": 32}}
 

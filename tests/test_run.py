@@ -113,6 +113,8 @@ def test_a_smoke_manifest_takes_each_class_in_turn():
     small = limited(manifest, 4)
     assert [i.id for i in small.split("train")] == ["a0", "a1", "b0", "c0"] and small.limit == 4
     assert small.hash != manifest.hash and len(limited(manifest, 100).items) == len(items)
+    folds = tuple(Item(f"v{i}", None, "all", group=f"fold{1 + i // 3}") for i in range(9))  # unlabelled: by group
+    assert [i.id for i in limited(Manifest(None, folds, ()), 3).items] == ["v0", "v3", "v6"]
 
 
 def test_python_api_scores_arrays_and_loads_results(tmp_path, synth30, card30):

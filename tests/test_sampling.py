@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from evalharness.cards import load_protocol, shipped_cards
 from evalharness.protocol import Frames
-from evalharness.sampling import crop_offsets, dense_indices, frame_indices, resized_size, uniform_indices
+from evalharness.sampling import (
+    crop_offsets,
+    dense_indices,
+    frame_indices,
+    resized_size,
+    snippet_indices,
+    uniform_indices,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "frame_indices.json"
 LENGTHS = (1, 7, 36, 48, 49, 64, 73, 164, 300, 1001)
@@ -32,6 +39,23 @@ def reference(frames: Frames, views: int, n: int) -> list[list[int]]:
     return [[s + j * frames.stride for j in range(k)] for s in starts]
 
 
+def sliding_reference(frames: Frames, n: int, fps: Fraction) -> list[list[int]]:
+    """The README's sliding-snippet definitions with exact fractions: window W, hop H, T full windows (one clipped
+    window for a short video), `count` frames per window at segment centres or as a centred strided clip."""
+    w = frames.window_frames or math.floor(Fraction(str(frames.window_seconds)) * fps + Fraction(1, 2))
+    h = max(1, w - math.floor(w * Fraction(str(frames.overlap or 0)) + Fraction(1, 2)))
+    k = frames.count
+    if frames.stride is None:
+        offsets = [math.floor((j + Fraction(1, 2)) * Fraction(w, k)) for j in range(k)]
+    else:
+        offsets = [(w - (k - 1) * frames.stride - 1) // 2 + j * frames.stride for j in range(k)]
+    starts = [t * h for t in range(1 + (n - w) // h)] if n >= w else [0]
+    return [[min(s + o, n - 1) for o in offsets] for s in starts]
+
+
+SLIDING_FPS = Fraction(30000, 1001)  # the rate the sliding cards' snapshot assumes (window_seconds needs one)
+
+
 def test_hand_computed_examples():
     assert uniform_indices(10, 4, 1).tolist() == [[1, 3, 6, 8]]
     assert uniform_indices(48, 16, 1)[0].tolist() == list(range(1, 48, 3))
@@ -50,8 +74,12 @@ def test_every_shipped_card_matches_the_snapshot_and_the_exact_reference():
         p = load_protocol(name)
         got[name] = {}
         for n in LENGTHS:
-            indices = frame_indices(p.frames, p.views.temporal, n)
-            assert indices.tolist() == reference(p.frames, p.views.temporal, n), (name, n)
+            if p.frames.sampling == "sliding":
+                indices = snippet_indices(n, p.frames, SLIDING_FPS)
+                assert indices.tolist() == sliding_reference(p.frames, n, SLIDING_FPS), (name, n)
+            else:
+                indices = frame_indices(p.frames, p.views.temporal, n)
+                assert indices.tolist() == reference(p.frames, p.views.temporal, n), (name, n)
             got[name][str(n)] = indices.tolist()
     assert got == golden
 

@@ -1,6 +1,8 @@
 """Sliding snippets: the card keys, the integer formulas (hand-computed), and the streaming reader against an
 independent PyAV demux of generated and real videos, in memory bounded by one window."""
 
+import shutil
+import subprocess
 from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
@@ -19,7 +21,7 @@ from evalharness.protocol import Frames
 from evalharness.sampling import frame_indices, snippet_geometry, snippet_indices, snippet_windows
 from evalharness.video import read_snippets
 
-from helpers import decode_all
+from helpers import decode_all, demuxed, write_timed
 
 I3D = Frames("sliding", 16, 1, window_frames=16, overlap=0.75)  # ActionFormer's THUMOS features: 16 frames, hop 4
 THUMOS = Frames("sliding", 8, window_seconds=0.5, overlap=0.75)  # TWLV-I's THUMOS14 geometry
@@ -170,31 +172,6 @@ def test_windows_are_every_full_window_at_multiples_of_the_hop(n, window, quarte
 
 # ---- the streaming reader against an independent demux ----
 
-def write_timed(path: Path, pts: list[int], time_base: Fraction, codec: str = "mpeg4", size=(32, 24),
-                options: dict | None = None) -> Path:
-    """A small video whose frame i (grey level and a bright column moving with i) is presented at pts[i] x time_base."""
-    width, height = size
-    with av.open(str(path), "w", options=options or {}) as container:
-        stream = container.add_stream(codec, rate=25)
-        stream.width, stream.height, stream.pix_fmt, stream.time_base = width, height, "yuv420p", time_base
-        stream.codec_context.time_base = time_base
-        for i, stamp in enumerate(pts):
-            image = np.full((height, width, 3), (i * 7) % 200, np.uint8)
-            image[:, i % width] = 255
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts, frame.time_base = stamp, time_base
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
-
-
-def demuxed(path: Path) -> tuple[list[Fraction], Fraction]:
-    """Every decoded frame's presentation time and the stream's average rate, by PyAV's plain decode (FFmpeg's own)."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        return [f.pts * f.time_base for f in container.decode(stream)], stream.average_rate
-
-
 def assert_follows_the_formulas(path: Path, frames: Frames, pixels: bool = True) -> int:
     """read_snippets yields snippet_indices / snippet_windows for the decoded count, centre times from the demuxed
     PTS and (with `pixels`) the frames a full decode has at those indices; returns the number of snippets."""
@@ -305,6 +282,28 @@ def test_real_clips_follow_the_formulas_over_ffmpegs_count_and_timestamps(realda
         assert len(times) == count
         pixels = frames is THUMOS and name != "SOX5yA1l24A.mp4"
         assert assert_follows_the_formulas(path, frames, pixels) == len(snippet_windows(count, frames, fps))
+
+
+def test_real_clips_snippet_times_are_ffprobes(realdata):
+    """FFmpeg's own command-line tool (not our PyAV) decodes each real MP4 clip: its frame count gives the windows and
+    its frames' presentation times (its best-effort timestamps) the centres, to its printed 6 decimals. (The AVI
+    clip's frames carry no presentation time in FFmpeg, which falls back on decoding times there.)"""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        pytest.skip("ffprobe not installed")
+    for name in (name for name in REAL if name.endswith(".mp4")):
+        path = realdata / "videos" / name
+        out = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
+                              "frame=best_effort_timestamp_time",
+                              "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout
+        pts = [float(line.strip().rstrip(",")) for line in out.splitlines() if line.strip()]
+        rate = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=avg_frame_rate",
+                               "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout
+        windows = snippet_windows(len(pts), THUMOS, Fraction(rate.strip().rstrip(",")))
+        snippets = list(read_snippets(path, THUMOS))
+        assert [list(s.window) for s in snippets] == windows.tolist(), name
+        expected = [(pts[a] + pts[b]) / 2 - pts[0] for a, b in windows.tolist()]
+        assert np.allclose([s.centre for s in snippets], expected, rtol=0, atol=1e-6), name
 
 
 # ---- memory ----

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from ..errors import ManifestError
 from ..protocol import Protocol
-from . import csv_manifest, davis, lists, synthetic
-from .base import Adapter, CardValueError, Item, Manifest, limited
+from . import csv_manifest, davis, lists, synthetic, temporal
+from .base import Adapter, CardValueError, Item, Manifest, Segment, limited
 
 ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
     csv_manifest.ADAPTER, davis.ADAPTER, lists.UCF101, lists.HMDB51, lists.KINETICS, lists.MSRVTT, lists.SSV2,
-    synthetic.ADAPTER)}
+    synthetic.ADAPTER, temporal.ACTIVITYNET, temporal.THUMOS14, temporal.TAS)}
 
 
 def adapter(name: str) -> Adapter:
@@ -31,4 +31,5 @@ def resolve_manifest(protocol: Protocol, root: str | Path, require_files: bool =
                                                         require_files)
 
 
-__all__ = ["ADAPTERS", "Adapter", "CardValueError", "Item", "Manifest", "adapter", "limited", "resolve_manifest"]
+__all__ = ["ADAPTERS", "Adapter", "CardValueError", "Item", "Manifest", "Segment", "adapter", "limited",
+           "resolve_manifest"]

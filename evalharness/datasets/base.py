@@ -16,13 +16,24 @@ from ..protocol import ROLES
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A labelled stretch of a video: seconds [start, end] for localization (ActivityNet, THUMOS14), frames
+    [start, end] inclusive for segmentation (a label for every frame, as MS-TCN's ground-truth files give them)."""
+
+    start: float
+    end: float
+    label: str
+
+
+@dataclass(frozen=True)
 class Item:
     id: str
     path: Path
     split: str
     label: str | None = None
     masks: Path | None = None
-    group: str | None = None  # clips that share a source (UCF101 group, HMDB51 source video, YouTube id)
+    group: str | None = None  # clips that share a source (UCF101 group, HMDB51 source video, YouTube id); a fold
+    segments: tuple[Segment, ...] | None = None  # the temporal tasks' annotation of the whole video
 
 
 @dataclass(frozen=True)
@@ -50,21 +61,23 @@ class Manifest:
     @property
     def hash(self) -> str:
         """sha256 of the sorted (id, label, split) rows, with the group where an item has one (it decides the
-        validation split): what a score depends on besides the embeddings."""
+        validation split) and the segments where it has them: what a score depends on besides the embeddings."""
         return sha256_json([[item.id, item.label, item.split] + ([item.group] if item.group is not None else [])
-                            for item in self.items])
+                            + ([[[s.start, s.end, s.label] for s in item.segments]] if item.segments is not None
+                               else []) for item in self.items])
 
 
 def limited(manifest: Manifest, count: int) -> Manifest:
     """The first `count` clips of each split for a smoke run, taken in turn from each class (sorted by id within
-    a class) so that a small run still sees every class it can; the subset has its own hash."""
+    a class; unlabelled clips by their group, so a segmentation smoke run keeps several folds) so that a small run
+    still sees every class it can; the subset has its own hash."""
     if count < 1:
         raise ManifestError(f"a limit must be at least 1 clip per split, got {count}")
     kept = []
     for split in sorted({item.split for item in manifest.items}):
         by_class: dict[str, list[Item]] = {}
         for item in manifest.split(split):
-            by_class.setdefault(item.label or "", []).append(item)
+            by_class.setdefault(item.label or item.group or "", []).append(item)
         turns = [item for rank in range(max(map(len, by_class.values()))) for _, items in sorted(by_class.items())
                  if rank < len(items) for item in [items[rank]]]
         kept += turns[:count]
@@ -76,7 +89,7 @@ def limited(manifest: Manifest, count: int) -> Manifest:
 def build_manifest(root: Path, rows: list[dict], source: str, splits: Iterable[str],
                    classes: Iterable[str] | None = None, captions: dict[str, list[str]] | None = None,
                    require_labels: bool = True, require_files: bool = False, strict_splits: bool = False) -> Manifest:
-    """Validate rows {line, id, path, split, label, masks, group} and keep those in the card's splits.
+    """Validate rows {line, id, path, split, label, masks, group, segments} and keep those in the card's splits.
 
     Duplicate ids, labels outside `classes`, missing labels, (when required) missing
     files and (with `strict_splits`, for a user's own lists, where `tset` is a typo and
@@ -108,11 +121,15 @@ def build_manifest(root: Path, rows: list[dict], source: str, splits: Iterable[s
         if require_files and not path.is_file():
             raise ManifestError(f"{where}: id '{vid}' file not found: {path}")
         masks = root / row["masks"] if row.get("masks") else None
-        items.append(Item(vid, path, row["split"], label, masks, row.get("group") or None))
+        items.append(Item(vid, path, row["split"], label, masks, row.get("group") or None, row.get("segments")))
     if not items:
         raise ManifestError(f"{source}: no rows in splits {', '.join(sorted(wanted))}")
     items.sort(key=lambda item: item.id)
-    labels = sorted({item.label for item in items if item.label is not None})
+    labels = sorted({item.label for item in items if item.label is not None}
+                    | {s.label for item in items for s in item.segments or ()})
+    unknown = sorted(set(labels) - allowed) if allowed is not None else []
+    if unknown:
+        raise ManifestError(f"{source}: segment label {unknown[0]!r} is not one of the classes")
     class_list = tuple(sorted(allowed)) if allowed is not None else tuple(labels)
     kept = {item.id for item in items}
     return Manifest(root, tuple(items), class_list, {k: v for k, v in (captions or {}).items() if k in kept})

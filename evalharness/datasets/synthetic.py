@@ -5,6 +5,14 @@ wrapping around the frame a whole number of times (speed) in one direction, whil
 spinning with growing angular speed (rotation; reversed playback makes the spin slow
 down). Every clip covers whole laps, so the mean over time of any clip is the same
 band whatever its motion class: an appearance-only model is at chance on motion.
+
+The timeline (under `timeline/`) gives it a time axis: long videos in which the same object idles and performs
+actions (the motion classes) in turn, annotated with segments for localization and segmentation. The object only
+ever stands on `places` evenly spaced columns; an action slides it one or three places a frame (slow, fast) left or
+right, and idling hops it around a fixed random tour of the places with jumps of more than a quarter of the frame.
+Every run of `places` frames inside a stretch therefore shows the object once on each place, so a window of that
+many frames has the same mean whatever is happening: only windows that straddle a change differ, and they do not
+say what changed to.
 """
 
 from __future__ import annotations
@@ -17,9 +25,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import ProtocolError
-from .base import Adapter, CardValueError, Manifest, check_choice, check_types
+from ..errors import ManifestError, ProtocolError
+from ..protocol import ROLES
+from .base import Adapter, CardValueError, Manifest, Segment, build_manifest, check_choice, check_types, read_csv_rows
 from .csv_manifest import load_csv_manifest
+from .temporal import frame_runs
 
 GENERATOR_VERSION = 1
 FACTORS = {
@@ -35,6 +45,9 @@ LABELS = ("appearance", "motion") + tuple(FACTORS)
 LAPS = {"slow": 1, "fast": 3}
 RGB = {"red": (210, 40, 40), "green": (40, 190, 60), "blue": (40, 70, 220)}
 SPLIT_OF_DECILE = ("train",) * 6 + ("val",) + ("test",) * 3
+TIMELINE = "timeline"  # the long videos' folder under a benchmark root
+TIMELINE_TASKS = ("localization", "segmentation")
+BACKGROUND = "background"  # idle frames' label, which MS-TCN's metrics form no segment of
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,21 @@ class SynthConfig:
     frames: int = 48
     size: int = 64
     fps: int = 24
+
+
+@dataclass(frozen=True)
+class TimelineConfig:
+    """The timeline's size and pace: `clips` videos of `frames` frames, its stretches' lengths in frames."""
+
+    seed: int = 0
+    clips: int = 20
+    frames: int = 192
+    size: int = 64
+    fps: int = 24
+    places: int = 16  # columns the object stands on; a window of this many frames inside a stretch visits each once
+    folds: int = 4
+    idle: tuple[int, int] = (16, 32)  # frames of an idle stretch, fewest and most
+    action: tuple[int, int] = (24, 48)  # frames of an action
 
 
 def label_classes(label: str) -> list[str]:
@@ -91,36 +119,58 @@ def assign_factors(cfg: SynthConfig) -> list[tuple[dict[str, str], int]]:
     return [({name: str(columns[name][i]) for name in FACTORS}, int(seeds[i])) for i in range(cfg.clips)]
 
 
+@dataclass(frozen=True)
+class _Look:
+    """What stays fixed through a video: the object (shape, texture, colour, size, height) and the background."""
+
+    shape: str
+    texture: str
+    colour: np.ndarray
+    radius: float
+    y: float
+    background: np.ndarray
+
+    def draw(self, x: float, theta: float) -> tuple[np.ndarray, np.ndarray]:
+        """One frame (H, W, 3) uint8 with the object centred at column x (wrapping around) turned by theta, and its mask."""
+        size = self.background.shape[0]
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+        dx = (xx - x + size / 2) % size - size / 2
+        dy = yy - self.y
+        u = np.cos(theta) * dx + np.sin(theta) * dy
+        v = -np.sin(theta) * dx + np.cos(theta) * dy
+        mask = _shape_mask(self.shape, u, v, self.radius)
+        shade = np.ones_like(u)
+        if self.texture == "striped":
+            shade = np.where(np.sin(u * 2 * np.pi / (self.radius * 0.6)) > 0, 1.0, 0.45)
+        frame = self.background.copy()
+        frame[mask] = self.colour * shade[mask, None]
+        return frame.astype(np.uint8), mask
+
+
+def _draw_look(factors: dict[str, str], size: int, rng: np.random.Generator) -> tuple[_Look, float, float]:
+    """A video's look, its starting column and angle, drawn from its rendering seed in one fixed order."""
+    radius = rng.uniform(0.15, 0.17) * size
+    y0 = rng.uniform(0.3, 0.7) * size
+    x0 = rng.uniform(0, size)
+    theta0 = rng.uniform(0, 2 * np.pi)
+    colour = np.clip(np.array(RGB[factors["colour"]]) + rng.normal(0, 12, 3), 0, 255)
+    look = _Look(factors["shape"], factors["texture"], colour, radius, y0, _background(rng, size))
+    return look, x0, theta0
+
+
 def render_clip(factors: dict[str, str], cfg: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Frames (T, H, W, 3) uint8 and object masks (T, H, W) bool, in display order."""
     size, n = cfg.size, cfg.frames
     reverse = factors["playback"] == "reversed"
     direction = (1 if factors["direction"] == "right" else -1) * (-1 if reverse else 1)
     spin = (-1 if factors["rotation"] == "cw" else 1) * (-1 if reverse else 1)
-    radius = rng.uniform(0.15, 0.17) * size
-    y0 = rng.uniform(0.3, 0.7) * size
-    x0 = rng.uniform(0, size)
-    theta0 = rng.uniform(0, 2 * np.pi)
-    colour = np.clip(np.array(RGB[factors["colour"]]) + rng.normal(0, 12, 3), 0, 255)
-    background = _background(rng, size)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    look, x0, theta0 = _draw_look(factors, size, rng)
     frames = np.empty((n, size, size, 3), dtype=np.uint8)
     masks = np.empty((n, size, size), dtype=bool)
     for t in range(n):
         x = x0 + direction * LAPS[factors["speed"]] * size * t / n
         theta = theta0 + spin * 2 * np.pi * (t / n) ** 2
-        dx = (xx - x + size / 2) % size - size / 2
-        dy = yy - y0
-        u = np.cos(theta) * dx + np.sin(theta) * dy
-        v = -np.sin(theta) * dx + np.cos(theta) * dy
-        mask = _shape_mask(factors["shape"], u, v, radius)
-        shade = np.ones_like(u)
-        if factors["texture"] == "striped":
-            shade = np.where(np.sin(u * 2 * np.pi / (radius * 0.6)) > 0, 1.0, 0.45)
-        frame = background.copy()
-        frame[mask] = colour * shade[mask, None]
-        frames[t] = frame.astype(np.uint8)
-        masks[t] = mask
+        frames[t], masks[t] = look.draw(x, theta)
     if reverse:
         frames, masks = frames[::-1].copy(), masks[::-1].copy()
     return frames, masks
@@ -203,28 +253,175 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def timeline_schedule(cfg: TimelineConfig, rng: np.random.Generator) -> list[str]:
+    """Per-frame labels: idle stretches (background) and actions of one motion class each in turn, idle first and last."""
+    motions = label_classes("motion")
+    labels: list[str] = []
+    while True:
+        labels += [BACKGROUND] * int(rng.integers(cfg.idle[0], cfg.idle[1] + 1))
+        length = int(rng.integers(cfg.action[0], cfg.action[1] + 1))
+        if len(labels) + length + cfg.idle[0] > cfg.frames:
+            return (labels + [BACKGROUND] * cfg.frames)[:cfg.frames]
+        labels += [motions[int(rng.integers(len(motions)))]] * length
+
+
+def action_step(label: str) -> int:
+    """Places an action moves the object each frame: LAPS of its speed, signed by its direction."""
+    direction, speed = label.split("-")
+    return LAPS[speed] * (1 if direction == "right" else -1)
+
+
+def _apart(a: int, b: int, places: int) -> int:
+    """Places between two places around the wrapping frame."""
+    return min((a - b) % places, (b - a) % places)
+
+
+def idle_tour(rng: np.random.Generator, places: int) -> list[int]:
+    """A random order of every place whose hops (the last back to the first too) all jump more than a quarter of the
+    frame: idling goes nowhere and never slides the way an action does."""
+    far = places // 4 + 1
+
+    def extend(path: list[int]) -> list[int] | None:
+        if len(path) == places:
+            return path if _apart(path[-1], path[0], places) >= far else None
+        for place in rng.permutation(places).tolist():
+            if place not in path and _apart(place, path[-1], places) >= far:
+                found = extend(path + [place])
+                if found is not None:
+                    return found
+        return None
+
+    return extend([0])
+
+
+def timeline_places(labels: list[str], tour: list[int], start: int) -> np.ndarray:
+    """The place of the object in each frame: an action moves it `action_step` places, idling hops along the tour."""
+    after = dict(zip(tour, tour[1:] + tour[:1], strict=True))
+    out = [start]
+    for label in labels[1:]:
+        out.append(after[out[-1]] if label == BACKGROUND else (out[-1] + action_step(label)) % len(tour))
+    return np.array(out)
+
+
+def assign_timelines(cfg: TimelineConfig) -> list[tuple[dict[str, str], list[str], int]]:
+    """Per video: its look (shape, colour, texture, each balanced over videos), its frame labels, its rendering seed."""
+    rng = np.random.default_rng(cfg.seed)
+    looks = {name: _balanced(rng, FACTORS[name], cfg.clips) for name in ("shape", "colour", "texture")}
+    seeds = rng.integers(0, 2**63 - 1, size=(cfg.clips, 2))
+    return [({name: str(column[i]) for name, column in looks.items()},
+             timeline_schedule(cfg, np.random.default_rng(seeds[i, 0])), int(seeds[i, 1])) for i in range(cfg.clips)]
+
+
+def render_timeline(factors: dict[str, str], labels: list[str], cfg: TimelineConfig,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (T, H, W, 3) uint8 and masks (T, H, W) bool of a long video: one look throughout, placed as `labels` say."""
+    look, x0, theta = _draw_look(factors, cfg.size, rng)
+    tour = idle_tour(rng, cfg.places)
+    drawn = [look.draw(x0 + p * cfg.size / cfg.places, theta) for p in range(cfg.places)]
+    places = timeline_places(labels, tour, int(rng.integers(cfg.places)))
+    return np.stack([drawn[p][0] for p in places]), np.stack([drawn[p][1] for p in places])
+
+
+def generate_timeline(out: str | Path, cfg: TimelineConfig = TimelineConfig(), progress=None) -> Path:
+    """Write the long videos, manifest.csv (split and fold of each), segments.csv (every run of frames with its label)
+    and synthetic.json under `out`/timeline; same seed, same files."""
+    base = Path(out) / TIMELINE
+    (base / "videos").mkdir(parents=True, exist_ok=True)
+    rows, runs = [], []
+    for i, (factors, labels, seed) in enumerate(assign_timelines(cfg)):
+        vid = f"timeline{i:05d}"
+        frames, _ = render_timeline(factors, labels, cfg, np.random.default_rng(seed))
+        encode_video(base / "videos" / f"{vid}.mp4", frames, cfg.fps)
+        rows.append({"id": vid, "path": f"videos/{vid}.mp4", "split": SPLIT_OF_DECILE[i % 10],
+                     "fold": f"fold{i % cfg.folds + 1}", **factors})
+        runs += [{"id": vid, "first": int(s.start), "last": int(s.end), "label": s.label} for s in frame_runs(labels)]
+        if progress is not None:
+            progress(1)
+    _write_csv(base / "manifest.csv", rows)
+    _write_csv(base / "segments.csv", runs)
+    (base / "synthetic.json").write_text(json.dumps({"generator_version": GENERATOR_VERSION, **asdict(cfg)}, indent=2) + "\n")
+    return base
+
+
 def _check(dataset: dict) -> None:
-    check_types(dataset, {"seed": int, "clips": int, "label": str})
+    check_types(dataset, {"seed": int, "clips": int, "label": str, "timeline": str})
     check_choice(dataset, "label", "appearance", LABELS)
     if dataset.get("clips", SynthConfig.clips) < 10:
         raise CardValueError("clips", f"must be at least 10 (one per split decile), got {dataset['clips']}")
+    if "timeline" in dataset:
+        _check_timeline(dataset)
+    for role in ROLES:
+        if dataset.get(role) == "all" and dataset.get("timeline") != "segmentation":
+            raise CardValueError(role, "names split 'all', which only the segmentation timeline has (its videos in "
+                                       "folds); the others have train, val and test")
 
 
-def _resolve(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
-    """The generated manifest, checked against the seed and size the card pins."""
-    label = dataset.get("label", "appearance")
-    meta_path = root / "synthetic.json"
+def _check_timeline(dataset: dict) -> None:
+    """A timeline card names its task, no clip label (its segments are the labels), and for segmentation split 'all'."""
+    check_choice(dataset, "timeline", None, TIMELINE_TASKS)
+    if "label" in dataset:
+        raise CardValueError("label", "a timeline has no clip label (its segments are the labels); remove it")
+    if dataset["timeline"] == "segmentation":
+        for role in ROLES:
+            if role in dataset and dataset[role] != "all":
+                raise CardValueError(role, f"names split {dataset[role]!r}, but the segmentation timeline has one "
+                                           "split, 'all' (its folds are in the videos' groups)")
+
+
+def _check_meta(folder: Path, dataset: dict, clips: int, missing: str) -> dict:
+    """The generator's synthetic.json under `folder`, refused unless it has the version, seed and clips the card pins."""
+    meta_path = folder / "synthetic.json"
     if not meta_path.is_file():
-        raise ProtocolError(f"{root}: not a synthetic benchmark (no synthetic.json); generate one there first")
+        raise ProtocolError(missing)
     meta = json.loads(meta_path.read_text())
-    want = {"generator_version": GENERATOR_VERSION, "seed": dataset.get("seed", 0),
-            "clips": dataset.get("clips", SynthConfig.clips)}
+    want = {"generator_version": GENERATOR_VERSION, "seed": dataset.get("seed", 0), "clips": dataset.get("clips", clips)}
     for key, value in want.items():
         if meta.get(key) != value:
             raise ProtocolError(f"{meta_path}: {key} is {meta.get(key)!r} but the card needs {value!r}; "
                                 f"regenerate it with seed {want['seed']} and {want['clips']} clips")
+    return meta
+
+
+def _resolve(root: Path, dataset: dict, splits: list[str], require_labels: bool, require_files: bool) -> Manifest:
+    """The generated manifest, checked against the seed and size the card pins."""
+    if "timeline" in dataset:
+        return _resolve_timeline(root, dataset, splits, require_files)
+    label = dataset.get("label", "appearance")
+    _check_meta(root, dataset, SynthConfig.clips, f"{root}: not a synthetic benchmark (no synthetic.json); "
+                                                  "generate one there first")
     spec = {"file": "manifest.csv", "label_column": label, "captions": "captions.csv", "classes": label_classes(label)}
     return load_csv_manifest(root, spec, splits, require_labels, require_files)
 
 
-ADAPTER = Adapter("synthetic", frozenset({"seed", "clips", "label"}), _resolve, tuple(dict.fromkeys(SPLIT_OF_DECILE)), _check)
+def _runs(path: Path) -> dict[str, list[Segment]]:
+    """segments.csv's runs of frames (first, last, label) per video, in file order."""
+    runs: dict[str, list[Segment]] = {}
+    for row in read_csv_rows(path, ("id", "first", "last", "label")):
+        if not (row["first"].isdigit() and row["last"].isdigit() and int(row["first"]) <= int(row["last"])):
+            raise ManifestError(f"{path} line {row['line']}: first and last must be frame numbers, first <= last")
+        runs.setdefault(row["id"], []).append(Segment(int(row["first"]), int(row["last"]), row["label"]))
+    return runs
+
+
+def _resolve_timeline(root: Path, dataset: dict, splits: list[str], require_files: bool) -> Manifest:
+    """The timeline's videos with their segments: the actions in seconds (localization, splits by decile), or every
+    run of frames, idling as background (segmentation, one split 'all', the fold in each video's group)."""
+    base = root / TIMELINE
+    meta = _check_meta(base, dataset, TimelineConfig.clips, f"{root}: no synthetic timeline (no {TIMELINE}/synthetic."
+                                                            "json); generate one there first (evalharness demo does)")
+    runs = _runs(base / "segments.csv")
+    frames = dataset["timeline"] == "segmentation"
+    rows = []
+    for row in read_csv_rows(base / "manifest.csv", ("id", "path", "split", "fold")):
+        found = runs.get(row["id"], [])
+        if frames:
+            rows.append({**row, "split": "all", "group": row["fold"], "segments": tuple(found)})
+        else:
+            rows.append({**row, "segments": tuple(Segment(s.start / meta["fps"], (s.end + 1) / meta["fps"], s.label)
+                                                  for s in found if s.label != BACKGROUND)})
+    classes = label_classes("motion") + ([BACKGROUND] if frames else [])
+    return build_manifest(base, rows, str(base / "manifest.csv"), splits, classes, None, False, require_files)
+
+
+ADAPTER = Adapter("synthetic", frozenset({"seed", "clips", "label", "timeline"}), _resolve,
+                  tuple(dict.fromkeys(SPLIT_OF_DECILE)) + ("all",), _check)

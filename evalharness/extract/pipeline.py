@@ -2,7 +2,10 @@
 
 Clips are decoded one at a time in DataLoader workers (memory bounded by the clips in
 flight, not by the chunk); the main process runs the forward passes, `batch_size`
-clip views at a time, and writes a part when a chunk's clips are all in. A chunk's
+clip views at a time, and writes a part when a chunk's clips are all in. A card of sliding
+frames streams each whole video instead (`video.read_snippets`, in the main process, one
+window of frames held at a time) and embeds its snippets `batch_size` views at a time, a
+video's snippets spilled to the parts folder as their features come. A chunk's
 forward batches never cross its boundary, so a resumed or sharded run with the same
 batch size feeds the model exactly the batches of one uninterrupted run. A clip that
 cannot be decoded is recorded with its reason and the run goes on. A run holds its
@@ -13,11 +16,12 @@ shard's lock in the parts folder from start to end (`shard_lock`), so the same s
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,7 @@ from ..store import (
     Chunk,
     DenseMaps,
     EmbeddingFile,
+    FeatureSequence,
     Header,
     LazyMap,
     TextEmbeddings,
@@ -50,9 +55,9 @@ from ..store import (
     write_part,
     write_text_part,
 )
-from ..untrusted import check_name
+from ..untrusted import check_name, shown
 from ..version import __version__
-from ..video import make_views, normalization, read_sampled
+from ..video import Snippet, make_views, normalization, read_sampled, read_snippets
 from .chunks import chunk_plan, chunk_size_for, shard_chunks
 
 AUTOCAST = ("none", "bfloat16", "float16")
@@ -63,7 +68,8 @@ class ExtractConfig:
     """How to run an extraction. `batch_size` (clip views per forward pass) may change between resumed runs;
     `chunk_size` (clips per part file) is fixed per output file: None takes the unfinished run's, or the default.
     Token features are stored as `token_dtype`; a card whose token features would take more than `max_size` bytes
-    is refused before anything is decoded."""
+    is refused before anything is decoded. With a card of sliding frames, videos are decoded in the main process
+    with `workers` decoder threads (0: FFmpeg's choice)."""
 
     batch_size: int = 16
     chunk_size: int | None = None
@@ -139,10 +145,14 @@ class ClipDataset(Dataset):
             _, indices, frames = read_sampled(item.path, lambda n: frame_indices(p.frames, p.views.temporal, n), self.threads)
             views = make_views(indices, frames, p.transform, p.views.spatial, self.mean, self.std)
             return Sample(item.id, views, indices)
-        except DecodeError as exc:
-            return Sample(item.id, error=str(exc))
         except Exception as exc:  # a broken file must not end a long run: record it and go on
-            return Sample(item.id, error=f"{item.path}: {type(exc).__name__}: {exc}")
+            return Sample(item.id, error=failure_reason(item, exc))
+
+
+def failure_reason(item: Item, exc: Exception) -> str:
+    """What a video that could not be decoded is recorded with: a DecodeError's own line (it names the file), else the
+    file, the exception's type and message."""
+    return str(exc) if isinstance(exc, DecodeError) else f"{item.path}: {type(exc).__name__}: {exc}"
 
 
 def _worker_init(_: int) -> None:
@@ -162,6 +172,11 @@ def clip_loader(items: list[Item], protocol: Protocol, backbone: Backbone, order
                       worker_init_fn=_worker_init)
 
 
+def sliding(protocol: Protocol) -> bool:
+    """Whether a card feeds each whole video as sliding snippets (a feature sequence per video) rather than clips."""
+    return protocol.frames.sampling == "sliding"
+
+
 def check_compatible(backbone: Backbone, protocol: Protocol) -> None:
     """A card that feeds a model frames or sizes it cannot take is an error before any work starts."""
     want = backbone.input
@@ -175,9 +190,23 @@ def check_compatible(backbone: Backbone, protocol: Protocol) -> None:
         raise HarnessError(f"model {backbone.name} has no text tower, which protocol {protocol.name} needs")
     if protocol.task == Task.LABEL_PROPAGATION and backbone.dense_stride is None:
         raise HarnessError(f"model {backbone.name} has no dense feature maps, which protocol {protocol.name} needs")
+    if sliding(protocol) and (protocol.tokens is not None or protocol.task == Task.LABEL_PROPAGATION):
+        raise HarnessError(f"protocol {protocol.name}: sliding frames give one feature per snippet; token features and "
+                           "dense maps per snippet are not extracted")
     if protocol.tokens is not None and not backbone.has_tokens:
         raise HarnessError(f"model {backbone.name} gives no token features, which protocol {protocol.name} asks for "
                            "(features.tokens)")
+
+
+def check_ids(manifest: Manifest, protocol: Protocol) -> None:
+    """Ids that name a group of the file (a video's dense maps or feature sequence) must each be one HDF5 link name
+    (no '/', not '.'), refused before any decoding rather than when the first part is written."""
+    if not (sliding(protocol) or protocol.task == Task.LABEL_PROPAGATION):
+        return
+    bad = next((vid for vid in manifest.ids if "/" in vid or vid == "."), None)
+    if bad is not None:
+        raise HarnessError(f"manifest id {shown(bad)} cannot name its video's group in the embedding file (protocol "
+                           f"{protocol.name} stores one per video): ids may not contain '/' or be '.'")
 
 
 def autocast(cfg: ExtractConfig) -> contextlib.AbstractContextManager:
@@ -344,10 +373,8 @@ def _embed_chunk(backbone: Backbone, samples: Iterator[Sample], count: int, prot
                     geometry[s.id] = (backbone.dense_stride, tuple(s.views.shape[-2:]))
             progress.update(1)
         batcher.flush()
-    n_views = protocol.views.total
     if not good:
-        return Chunk([], np.zeros((0, n_views, 0), cfg.numpy_dtype), np.zeros((0, protocol.views.temporal, 0), np.int32),
-                     failures=failures)
+        return _failed_chunk(protocol, cfg, failures)
     ids = [vid for vid, _ in good]
     k = max(indices.shape[1] for _, indices in good)
     index = np.full((len(good), protocol.views.temporal, k), -1, dtype=np.int32)
@@ -359,6 +386,118 @@ def _embed_chunk(backbone: Backbone, samples: Iterator[Sample], count: int, prot
     tokens = (LazyMap(ids, lambda vid: np.load(spill / f"tokens-{ids.index(vid)}.npy", mmap_mode="r"))
               if protocol.tokens is not None else {})
     return Chunk(ids, clip, index, dense, failures, tokens)
+
+
+def _failed_chunk(protocol: Protocol, cfg: ExtractConfig, failures: list[tuple[str, str]]) -> Chunk:
+    """The part content of a chunk none of whose videos could be embedded."""
+    return Chunk([], np.zeros((0, protocol.views.total, 0), cfg.numpy_dtype),
+                 np.zeros((0, protocol.views.temporal, 0), np.int32), failures=failures)
+
+
+class _SpilledRows:
+    """The rows of a raw spill file, read a slice at a time like an array's (so the part writer copies a long video's
+    sequence in blocks)."""
+
+    def __init__(self, path: Path, dtype: type, row: tuple[int, ...]):
+        self.path, self.dtype, self.row = path, np.dtype(dtype), row
+        self.row_bytes = self.dtype.itemsize * int(np.prod(row, dtype=np.int64))
+        self.shape = (path.stat().st_size // self.row_bytes, *row)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        with open(self.path, "rb") as handle:
+            handle.seek(start * self.row_bytes)
+            values = np.fromfile(handle, self.dtype, (stop - start) * self.row_bytes // self.dtype.itemsize)
+        return values.reshape(-1, *self.row)
+
+
+class _Spill:
+    """One video's feature sequence as its snippets come out of the model, appended to raw files in `folder` (the
+    feature in the stored type, the window, the centre time), with the running float64 sum of its view vectors for
+    its /clip row; `error` says why the video failed, if it did."""
+
+    NAMES = tuple(f.name for f in fields(FeatureSequence))
+
+    def __init__(self, vid: str, folder: Path, dtype: type):
+        self.id, self.folder, self.dtype = vid, folder, dtype
+        self.error: str | None = None
+        self.total: np.ndarray | None = None
+        self.count, self.dim, self.frames = 0, 0, (0, 0)
+        folder.mkdir()
+
+    def append(self, vectors: torch.Tensor, window: tuple[int, int], centre: float) -> None:
+        """Add the next snippet: its view vectors (V, D), whose mean over views is its feature."""
+        views = vectors.numpy().astype(np.float64)
+        self.total = views if self.total is None else self.total + views
+        self.count, self.dim = self.count + 1, views.shape[1]
+        self.frames = (window[0] if self.count == 1 else self.frames[0], window[1])
+        rows = (vectors.mean(0).numpy().astype(self.dtype), np.array(window, np.int32), np.array([centre], np.float64))
+        for name, row in zip(self.NAMES, rows, strict=True):
+            with open(self.folder / name, "ab") as handle:
+                handle.write(row.tobytes())
+
+    def clip(self) -> np.ndarray:
+        """The /clip row (V, D): each view's vector averaged over the snippets, as float32."""
+        return (self.total / self.count).astype(np.float32)
+
+    def sequence(self) -> FeatureSequence:
+        """The spilled sequence, read a block of rows at a time."""
+        rows = ((self.dtype, (self.dim,)), (np.int32, (2,)), (np.float64, ()))
+        return FeatureSequence(*(_SpilledRows(self.folder / name, dtype, row)
+                                 for name, (dtype, row) in zip(self.NAMES, rows, strict=True)))
+
+
+def _decoded(item: Item, protocol: Protocol, mean: torch.Tensor, std: torch.Tensor, threads: int,
+             video: _Spill) -> Iterator[tuple[Snippet, torch.Tensor]]:
+    """A video's snippets with their views (S, count, 3, h, w), as they decode; a failure ends them, recorded in
+    `video.error` (a broken file must not end a long run)."""
+    p = protocol
+    try:
+        for snippet in read_snippets(item.path, p.frames, threads):
+            yield snippet, make_views(snippet.indices[None], snippet.frames, p.transform, p.views.spatial, mean, std)
+    except Exception as exc:
+        video.error = failure_reason(item, exc)
+
+
+def _embed_sequence_chunk(backbone: Backbone, items: Iterator[Item], count: int, protocol: Protocol,
+                          cfg: ExtractConfig, spill: Path, progress) -> Chunk:
+    """Embed the next `count` videos (one chunk) of a sliding card snippet by snippet as they decode: forward passes
+    of `batch_size` views (a video's snippets may span passes, a pass several videos), each snippet's feature spilled
+    to its video's files in `spill`, so memory holds a pass and one window of frames, never a video's sequence."""
+    mean, std = normalization(protocol.transform, backbone.input.mean, backbone.input.std)
+    spill.mkdir(exist_ok=True)
+    videos: list[_Spill] = []
+    failures: list[tuple[str, str]] = []
+    pending: dict[int, tuple[_Spill, tuple[int, int], float]] = {}
+
+    def done(number: int, vectors: torch.Tensor, _: None) -> None:
+        video, window, centre = pending.pop(number)
+        if video.error is None:
+            video.append(vectors, window, centre)
+
+    batcher = _Batcher(backbone, cfg.batch_size, torch.device(cfg.device), None, done)
+    numbers = itertools.count()
+    with torch.inference_mode(), autocast(cfg):
+        for position in range(count):
+            item = next(items)
+            video = _Spill(item.id, spill / f"sequence-{position}", cfg.numpy_dtype)
+            for snippet, views in _decoded(item, protocol, mean, std, cfg.workers, video):
+                number = next(numbers)
+                pending[number] = (video, snippet.window, snippet.centre)
+                batcher.add(number, views)
+            if video.error is None:
+                videos.append(video)
+            else:
+                failures.append((item.id, video.error))
+            progress.update(1)
+        batcher.flush()
+    if not videos:
+        return _failed_chunk(protocol, cfg, failures)
+    ids = [video.id for video in videos]
+    clip = np.stack([video.clip() for video in videos]).astype(cfg.numpy_dtype)
+    index = np.array([[video.frames] for video in videos], dtype=np.int32)
+    by_id = dict(zip(ids, videos, strict=True))
+    return Chunk(ids, clip, index, failures=failures, sequences=LazyMap(ids, lambda vid: by_id[vid].sequence()))
 
 
 def _embed_captions(backbone: Backbone, manifest: Manifest, parts_dir: Path, header: Header, cfg: ExtractConfig) -> None:
@@ -436,6 +575,7 @@ def extract(model: str | Backbone, protocol: Protocol, data_root: str | Path, ou
     manifest = resolve_manifest(protocol, data_root) if manifest is None else manifest
     backbone = build_backbone(model) if isinstance(model, str) else model
     check_compatible(backbone, protocol)
+    check_ids(manifest, protocol)
     backbone = backbone.to(torch.device(cfg.device))
     token_info = dry_run(backbone, protocol, cfg)
     _check_size(token_info, protocol, len(manifest.items), cfg, announce)
@@ -474,17 +614,19 @@ def _extract_locked(backbone: Backbone, protocol: Protocol, manifest: Manifest, 
         _embed_captions(backbone, manifest, parts_dir, header, cfg)
     todo = [c for c in mine if c not in parts]
     summary = ExtractSummary(out, resumed_chunks=len(mine) - len(todo))
-    loader = clip_loader(items, protocol, backbone, [row for c in todo for row in plan[c]], cfg.workers)
-    samples = iter(loader)
+    order = [row for c in todo for row in plan[c]]
+    source = (items[row] for row in order) if sliding(protocol) else iter(clip_loader(items, protocol, backbone, order,
+                                                                                      cfg.workers))
+    embed = _embed_sequence_chunk if sliding(protocol) else _embed_chunk
     total = sum(len(plan[c]) for c in mine)
     with bar(total, f"extract {backbone.name} {protocol.name}", "clip", cfg.quiet,
              initial=total - sum(len(plan[c]) for c in todo)) as progress:
         for chunk_index in todo:
             spill = parts_dir / f"{SPILL_PREFIX}{chunk_index:06d}"
             shutil.rmtree(spill, ignore_errors=True)  # left by a run killed in this chunk
-            chunk = _embed_chunk(backbone, samples, len(plan[chunk_index]), protocol, cfg, spill, progress)
+            chunk = embed(backbone, source, len(plan[chunk_index]), protocol, cfg, spill, progress)
             write_part(parts_dir, header, chunk_index, len(plan), chunk_size, chunk, protocol.views.total,
-                       protocol.views.temporal, cfg.dtype, token_info)
+                       protocol.views.temporal, cfg.dtype, token_info, sliding(protocol))
             shutil.rmtree(spill, ignore_errors=True)
             summary.embedded += len(chunk.ids)
     if finalize_when_complete(parts_dir, len(plan), out):

@@ -9,7 +9,15 @@ from dataclasses import asdict
 from typing import Any
 
 from ..protocol import Task
-from . import attentive_config, knn_config, labelprop_config, linear_config, retrieval_config
+from . import (
+    attentive_config,
+    knn_config,
+    labelprop_config,
+    linear_config,
+    localization_config,
+    retrieval_config,
+    segmentation_config,
+)
 from .base import ProbeOutcome, ProbeSpec, config_from_card
 from .common import ProbeInput, conformance_notes
 
@@ -18,9 +26,10 @@ def _entry(name: str) -> Callable[..., ProbeOutcome]:
     """The `run` of probe `name`'s implementation module, imported when it is called (torch and faiss load there)."""
 
     def run(*args: Any, **options: Any) -> ProbeOutcome:
-        from . import attentive, knn, labelprop, linear, retrieval
+        from . import attentive, knn, labelprop, linear, localization, retrieval, segmentation
 
-        modules = {"knn": knn, "linear": linear, "retrieval": retrieval, "labelprop": labelprop, "attentive": attentive}
+        modules = {"knn": knn, "linear": linear, "retrieval": retrieval, "labelprop": labelprop, "attentive": attentive,
+                   "localization": localization, "segmentation": segmentation}
         return modules[name].run(*args, **options)
 
     return run
@@ -35,6 +44,10 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
               frozenset({"save_masks", "quiet"})),
     ProbeSpec("attentive", frozenset({Task.CLASSIFICATION}), attentive_config.Config, _entry("attentive"),
               frozenset({"workers", "quiet", "micro_batch"})),
+    ProbeSpec("localization", frozenset({Task.LOCALIZATION}), localization_config.Config, _entry("localization"),
+              frozenset({"quiet"})),
+    ProbeSpec("segmentation", frozenset({Task.SEGMENTATION}), segmentation_config.Config, _entry("segmentation"),
+              frozenset({"quiet"})),
 )}
 
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .settings import whole
+
 VIEWS = ("joint", "segments", "average")
 DECAYS = ("matrices", "all")
-
-
-def _int(value: object, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def _positive(value: object) -> bool:
@@ -67,7 +65,7 @@ class Config:
     def __post_init__(self) -> None:
         for name, low in (("depth", 1), ("num_heads", 1), ("queries", 1), ("epochs", 1), ("batch_size", 1),
                           ("split_seed", 0)):
-            if not _int(getattr(self, name), low):
+            if not whole(getattr(self, name), low):
                 raise ValueError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
         if not _positive(self.mlp_ratio) or not isinstance(self.cross_proj, bool):
             raise ValueError("mlp_ratio must be positive and cross_proj true or false")
@@ -76,7 +74,7 @@ class Config:
         _numbers(self.lrs, "lrs")
         _numbers(self.weight_decays, "weight_decays", allow_zero=True)
         seeds = self.seeds
-        if not isinstance(seeds, tuple) or not seeds or not all(_int(s, 0) for s in seeds) or len(set(seeds)) != len(seeds):
+        if not isinstance(seeds, tuple) or not seeds or not all(whole(s, 0) for s in seeds) or len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be a non-empty list of distinct non-negative integers, got {seeds!r}")
         if not (_positive(self.warmup_epochs) or self.warmup_epochs == 0) or self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs!r}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-CUSTOM = "custom"
+from .settings import expand_preset, preset_of
+
 WINDOWS = ("disc", "square")
 DOWNSAMPLES = ("bilinear", "nearest")
 UPSAMPLES = ("frame", "stride")
@@ -28,14 +29,6 @@ _LEAST_EXP_TEMPERATURE = 1 / 64
 
 def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-
-
-def _preset_of(settings: dict) -> str:
-    """The preset whose settings these are, or 'custom'."""
-    for name, preset in PRESETS.items():
-        if all(settings[key] == value for key, value in preset.items()):
-            return name
-    return CUSTOM
 
 
 @dataclass(frozen=True)
@@ -72,19 +65,11 @@ class Config:
         """Expand a named preset into its settings (a card that names one and changes one of them is refused), write
         numbers as floats, and name the preset the settings amount to ('custom' for none): equal settings hash
         equally, and a record's preset always means its reference's settings."""
-        name = raw.pop("preset", None)
-        if name is not None and name != CUSTOM:
-            if name not in PRESETS:
-                raise ValueError(f"preset must be one of {', '.join([*PRESETS, CUSTOM])}, got {name!r}")
-            for key, value in raw.items():
-                if key in PRESETS[name] and value != PRESETS[name][key]:
-                    raise ValueError(f"preset {name} sets {key} to {PRESETS[name][key]!r}, not {value!r}; "
-                                     f"name preset {CUSTOM} to change it")
-            raw = {**PRESETS[name], **raw}
+        raw = expand_preset(raw, raw.pop("preset", None), PRESETS)
         for key in ("temperature", "radius", "boundary_threshold"):
             if isinstance(raw.get(key), int) and not isinstance(raw[key], bool):
                 raw[key] = float(raw[key])
-        raw["preset"] = _preset_of({**_DEFAULTS, **raw})
+        raw["preset"] = preset_of({**_DEFAULTS, **raw}, PRESETS)
         return raw
 
     def __post_init__(self) -> None:
@@ -104,7 +89,7 @@ class Config:
         if self.keep_ties and self.temperature < _LEAST_EXP_TEMPERATURE:
             raise ValueError(f"with keep_ties the weights are exp(a / temperature), as DINO computes them, so temperature "
                              f"must be at least {_LEAST_EXP_TEMPERATURE} (float32 range), got {self.temperature!r}")
-        actual = _preset_of({f.name: getattr(self, f.name) for f in fields(self)})
+        actual = preset_of({f.name: getattr(self, f.name) for f in fields(self)}, PRESETS)
         if self.preset != actual:
             raise ValueError(f"preset {self.preset!r} does not match the settings, which are preset {actual!r}")
 

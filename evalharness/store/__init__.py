@@ -13,8 +13,8 @@ _WHERE = {
     "Limits": "limits",
     "file_problems": "checks",
     "EmbeddingFile": "reader",
-    **dict.fromkeys(["PART_RE", "SCORING_ROWS", "TEXT_PART", "Chunk", "DenseMaps", "Header", "Keep", "LazyMap",
-                     "TextEmbeddings", "TokenInfo", "part_path"], "layout"),
+    **dict.fromkeys(["PART_RE", "SCORING_ROWS", "TEXT_PART", "Chunk", "DenseMaps", "FeatureSequence", "Header", "Keep",
+                     "LazyMap", "TextEmbeddings", "TokenInfo", "part_path"], "layout"),
     **dict.fromkeys(["Part", "check_parts", "finalize", "part_failures", "parts_chunk_size", "read_parts",
                      "write_canonical", "write_part", "write_text_part"], "writer"),
 }

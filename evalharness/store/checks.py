@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..protocol import NORMS
-from ..untrusted import one_line
+from ..untrusted import one_line, shown
 from .layout import (
     ALLOWED_FILTERS,
     BLOCK_BYTES,
@@ -32,8 +32,10 @@ from .layout import (
     ROOT_OBJECTS,
     SCHEMA_VERSION,
     SCORING_ROWS,
+    SEQUENCE_OBJECTS,
     TEXT_OBJECTS,
     TOKEN_DTYPES,
+    FeatureSequence,
     Header,
     TokenInfo,
     read_text,
@@ -41,6 +43,7 @@ from .layout import (
 from .limits import Limits
 
 CHUNK_ROWS = 4096
+SHOWN_PROBLEMS = 10  # the most problems of one kind a check lists (a crafted file may hold millions)
 SLACK_BYTES = 1 << 20  # what a file may hold beyond `Limits.expansion` times its size (headers, short strings)
 
 
@@ -147,7 +150,10 @@ def _allowed(path: str, obj: object) -> bool:
     top, parent, leaf = path.split("/")[1], path.rsplit("/", 1)[0], path.split("/")[-1]
     return top in ROOT_OBJECTS and (parent == "" or (parent == "/dense" and isinstance(obj, h5py.Dataset))
                                     or (parent == "/text" and leaf in TEXT_OBJECTS)
-                                    or (parent == "/failures" and leaf in FAILURE_OBJECTS))
+                                    or (parent == "/failures" and leaf in FAILURE_OBJECTS)
+                                    or (parent == "/sequences" and isinstance(obj, h5py.Group))
+                                    or (parent.startswith("/sequences/") and parent.count("/") == 2
+                                        and leaf in SEQUENCE_OBJECTS and isinstance(obj, h5py.Dataset)))
 
 
 def structure_problems(f: h5py.File, limits: Limits) -> list[str]:
@@ -185,7 +191,8 @@ def structure_problems(f: h5py.File, limits: Limits) -> list[str]:
             problems.append(f"missing dataset {required}")
     if problems:
         return problems
-    return _shape_problems(objects, limits) or _size_problems(f, objects, limits)
+    return _shape_problems(objects, limits) or _sequence_problems(f, objects, limits) or _size_problems(f, objects,
+                                                                                                          limits)
 
 
 def _shape_problems(objects: dict[str, h5py.Dataset], limits: Limits) -> list[str]:
@@ -272,6 +279,47 @@ def _dense_problems(path: str, ds: h5py.Dataset, limits: Limits) -> list[str]:
     return []
 
 
+def _one_sequence_problem(vid: str, objects: dict[str, h5py.Dataset], clip: h5py.Dataset, limits: Limits) -> str | None:
+    """One video's sequence: features (T, D) of /clip's type and width, windows (T, 2) int32, times (T,) float64,
+    1 <= T <= `Limits.snippets`, T x D within `Limits.sequence_video_elements`."""
+    where = f"/sequences/{shown(vid)}"
+    features, windows, times = (objects.get(f"/sequences/{vid}/{name}") for name in SEQUENCE_OBJECTS)
+    if features is None or windows is None or times is None:
+        return f"{where} must hold features, windows and times together"
+    if (features.ndim != 2 or features.dtype != clip.dtype or windows.ndim != 2 or windows.dtype != np.int32
+            or times.ndim != 1 or times.dtype != np.float64):
+        return (f"{where} must be features (T, D) {clip.dtype} as /clip, windows (T, 2) int32, times (T,) float64; got "
+                f"{features.shape} {features.dtype}, {windows.shape} {windows.dtype}, {times.shape} {times.dtype}")
+    length, dim = features.shape
+    if windows.shape != (length, 2) or times.shape != (length,):
+        return f"{where} holds {length} features but windows {windows.shape} and times {times.shape}"
+    if not 1 <= length <= limits.snippets:
+        return f"{where} holds {length} snippets (1 to {limits.snippets} allowed)"
+    if dim != clip.shape[2]:
+        return f"{where} features are {dim} wide but /clip is {clip.shape[2]}"
+    if features.size > limits.sequence_video_elements:
+        return f"{where} holds {features.size} values, more than {limits.sequence_video_elements} for one video"
+    return None
+
+
+def _sequence_problems(f: h5py.File, objects: dict[str, h5py.Dataset], limits: Limits) -> list[str]:
+    """The feature sequences, if any: a group of one subgroup per id, each sane, all within
+    `Limits.sequence_elements` (from shapes only; which ids they are is a value check)."""
+    if "sequences" not in f:
+        return []
+    group = f["sequences"]
+    if not isinstance(group, h5py.Group):
+        return ["/sequences must be a group (one subgroup per id)"]
+    if len(group) > limits.items:
+        return [f"/sequences holds {len(group)} videos, beyond sane bounds"]
+    found = (_one_sequence_problem(vid, objects, objects["/clip"], limits) for vid in group)
+    problems = list(itertools.islice(filter(None, found), SHOWN_PROBLEMS))
+    total = sum(ds.size for path, ds in objects.items() if path.startswith("/sequences/") and path.endswith("/features"))
+    if not problems and total > limits.sequence_elements:
+        problems.append(f"/sequences holds {total} feature values, beyond sane bounds")
+    return problems
+
+
 def _text_problems(objects: dict[str, h5py.Dataset], limits: Limits) -> list[str]:
     """Captions: ids, video ids and embeddings together, as many of each, as wide as the clip vectors."""
     t_ids, t_vids, t_emb = (objects.get(f"/text/{k}") for k in ("ids", "video_ids", "embeddings"))
@@ -320,11 +368,14 @@ def _token_problems(ds: h5py.Dataset, n: int, views: int, limits: Limits) -> lis
 
 def _scoring_bytes(objects: dict[str, h5py.Dataset]) -> int:
     """What scoring holds of a file at once at most, as float32: every video vector, one block of clip rows as it
-    reads them, the largest video's dense maps and every caption embedding."""
+    reads them, the largest video's dense maps and feature sequence (with its windows and times) and every caption
+    embedding."""
     n, views, dim = objects["/clip"].shape
     dense = max((ds.size for path, ds in objects.items() if path.startswith("/dense/")), default=0)
+    sequence = max((ds.size + 4 * ds.shape[0] for path, ds in objects.items()
+                    if path.startswith("/sequences/") and path.endswith("/features")), default=0)
     text = objects["/text/embeddings"].size if "/text/embeddings" in objects else 0
-    return 4 * (n * dim + min(n, SCORING_ROWS) * views * dim + dense + text)
+    return 4 * (n * dim + min(n, SCORING_ROWS) * views * dim + dense + sequence + text)
 
 
 def _size_problems(f: h5py.File, objects: dict[str, h5py.Dataset], limits: Limits) -> list[str]:
@@ -339,8 +390,8 @@ def _size_problems(f: h5py.File, objects: dict[str, h5py.Dataset], limits: Limit
                 f"(more than {limits.expansion} times: compressed or sparse filler)"]
     held = _scoring_bytes(objects)
     if held > limits.memory:
-        return [f"scoring it would hold {held} bytes at once (video vectors, a block of clips, a video's dense maps, "
-                f"captions as float32), more than {limits.memory}"]
+        return [f"scoring it would hold {held} bytes at once (video vectors, a block of clips, a video's dense maps "
+                f"and feature sequence, captions as float32), more than {limits.memory}"]
     return []
 
 
@@ -388,6 +439,49 @@ def _index_block_problem(block: np.ndarray) -> str | None:
 def dense_problem(maps: np.ndarray, vid: str) -> str | None:
     """Why (part of) one video's dense maps cannot be trusted (non-finite values), or None."""
     return None if np.isfinite(maps).all() else f"/dense/{vid} has non-finite values"
+
+
+def sequence_problem(vid: str, part: FeatureSequence, before: tuple[np.ndarray, float] | None = None) -> str | None:
+    """Why (a block of rows of) one video's sequence cannot be trusted, or None: non-finite features, a window
+    [first, last] with first < 0 or first > last, windows or times going backwards, non-finite times. `before` is
+    the (window, time) of the row before the block, so that blocks checked in turn check the whole sequence."""
+    where = f"/sequences/{shown(vid)}"
+    windows, times = np.asarray(part.windows), np.asarray(part.times)
+    if before is not None:
+        windows, times = np.concatenate([before[0][None], windows]), np.concatenate([[before[1]], times])
+    if not np.isfinite(part.features).all():
+        return f"{where} has non-finite features"
+    if (windows[:, 0] < 0).any() or (windows[:, 0] > windows[:, 1]).any():
+        return f"{where} has a window [first, last] with first < 0 or first > last"
+    if (np.diff(windows, axis=0) < 0).any():
+        return f"{where} has windows going backwards"
+    if not np.isfinite(times).all():
+        return f"{where} has non-finite times"
+    if (np.diff(times) < 0).any():
+        return f"{where} has times going backwards"
+    return None
+
+
+def _stored_sequence_problem(group: h5py.Group, vid: str) -> str | None:
+    """`sequence_problem` of one stored sequence, read in blocks of rows."""
+    arrays = [group[vid][name] for name in SEQUENCE_OBJECTS]
+    before = None
+    for rows in row_blocks(*arrays):
+        block = FeatureSequence(*(ds[rows] for ds in arrays))
+        problem = sequence_problem(vid, block, before)
+        if problem:
+            return problem
+        before = (block.windows[-1], float(block.times[-1]))
+    return None
+
+
+def _sequence_id_problems(f: h5py.File, ids: list[str]) -> list[str]:
+    """The ids of /sequences must be exactly the file's ids."""
+    held = set(f["sequences"])
+    stray, missing = sorted(held - set(ids)), sorted(set(ids) - held)
+    if stray:
+        return [f"/sequences/{shown(stray[0])} is not an embedded id"]
+    return [f"id {shown(missing[0])} has no sequence in /sequences"] if missing else []
 
 
 def _order_problems(ids: list[str], failures: list[tuple[str, str]]) -> list[str]:
@@ -438,7 +532,8 @@ def _block_problems(f: h5py.File, ids: list[str], check_clip: bool) -> list[str]
 
 
 def _lazy_problems(f: h5py.File, ids: list[str]) -> list[str]:
-    """Token features clip by clip and dense maps frame by frame (the groups a reader checks as it reads them)."""
+    """Token features clip by clip, dense maps frame by frame and sequences block by block (the groups a reader
+    checks as it reads them)."""
     for row, vid in enumerate(ids if "tokens" in f else ()):
         problem = token_row_problem(f["tokens"][row], vid)
         if problem:
@@ -449,6 +544,10 @@ def _lazy_problems(f: h5py.File, ids: list[str]) -> list[str]:
             problem = dense_problem(ds[t], vid)
             if problem:
                 return [problem]
+    for vid in ids if "sequences" in f else ():
+        problem = _stored_sequence_problem(f["sequences"], vid)
+        if problem:
+            return [problem]
     return []
 
 
@@ -456,8 +555,8 @@ def value_problems(f: h5py.File, limits: Limits = Limits(), check_clip: bool = T
                    check_lazy: bool = False) -> list[str]:
     """Unique sorted ids, finite values, sane frame indices, consistent failures, dense maps and captions, strings
     within bounds; read in blocks. `check_clip=False` leaves /clip to a caller that checks its blocks as it copies
-    them. Token features and dense maps, the largest groups, are checked as a reader reads them (clip by clip,
-    video by video), and here only if `check_lazy`."""
+    them. Token features, dense maps and feature sequences, the largest groups, are checked as a reader reads them
+    (clip by clip, video by video), and here only if `check_lazy`."""
     try:
         ids = bounded_strings(f["ids"], limits)
         failures = _checked_failures(f, limits)
@@ -465,6 +564,8 @@ def value_problems(f: h5py.File, limits: Limits = Limits(), check_clip: bool = T
         stray = sorted(set(f["dense"]) - set(ids))
         if stray:
             problems.append(f"/dense/{stray[0]} is not an embedded id")
+        if "sequences" in f:
+            problems += _sequence_id_problems(f, ids)
         if "text" in f:
             problems += _caption_problems(f, limits, set(ids) | {vid for vid, _ in failures})
     except StoreError as exc:

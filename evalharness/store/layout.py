@@ -25,13 +25,16 @@ PART_RE = re.compile(r"^part-(\d{6})\.h5$")
 TEXT_PART = "text.h5"
 STR = h5py.string_dtype("utf-8")
 ALLOWED_FILTERS = {h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32}
-ROOT_OBJECTS = {"ids", "clip", "frame_indices", "dense", "text", "failures", "tokens"}
+ROOT_OBJECTS = {"ids", "clip", "frame_indices", "dense", "text", "failures", "tokens", "sequences"}
 TEXT_OBJECTS = {"ids", "video_ids", "embeddings"}
 FAILURE_OBJECTS = {"ids", "errors"}
+SEQUENCE_OBJECTS = ("features", "windows", "times")  # the datasets of /sequences/<id>
 CLIP_DTYPES = (np.float16, np.float32)
 MAX_ATTRIBUTE_BYTES = 4 << 20
 SCORING_ROWS = 8192  # rows of /clip a scoring run reads at once (probes.common.video_vectors)
 BLOCK_BYTES = 64 << 20  # what a check or a copy reads of a dataset at once, at most (one row if a row is larger)
+SEQUENCE_CHUNK_BYTES = 1 << 20  # a sequence's features are chunked along T in about this many bytes...
+SEQUENCE_CHUNK_ROWS = 64  # ...and at least this many rows (a sequence of Limits.snippets rows in few chunks)
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,15 @@ class Keep:
     dense: bool = True
     text: bool = True
     tokens: bool = True
+    sequences: bool = True
 
     @classmethod
     def for_card(cls, protocol: Protocol, ids: list[str]) -> Keep:
         """The manifest's rows and only the groups the card's task reads (so a file cannot bring along bulk the
         leaderboard would store but never score)."""
         return cls(frozenset(ids), dense=protocol.task == Task.LABEL_PROPAGATION,
-                   text=protocol.task == Task.TEXT_RETRIEVAL, tokens=protocol.tokens is not None)
+                   text=protocol.task == Task.TEXT_RETRIEVAL, tokens=protocol.tokens is not None,
+                   sequences=protocol.task.temporal)
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,17 @@ class TextEmbeddings:
     embeddings: np.ndarray
 
 
+@dataclass(frozen=True)
+class FeatureSequence:
+    """One video's features along its sliding snippets: features (T, D), the [first, last] frames of each snippet's
+    window (T, 2) int32 and its centre time in seconds (T,) float64. Arrays, or anything sliced by rows like one (an
+    HDF5 dataset, a spill file), so that writers copy a long video's sequence in blocks."""
+
+    features: np.ndarray
+    windows: np.ndarray
+    times: np.ndarray
+
+
 TOKEN_DTYPES = {"float16": np.float16, "bfloat16": np.uint16}  # bfloat16 is kept as its 16 bits (HDF5 has no bf16)
 
 
@@ -211,9 +227,9 @@ def from_stored_tokens(x: np.ndarray, dtype: str) -> np.ndarray:
 
 @dataclass
 class Chunk:
-    """Consecutive rows of a file: the clips embedded, their frame indices, dense maps and token features (mappings
-    that may read lazily, one video at a time; tokens as float32 (V, L, D)), and the clips of the same ids that
-    failed, with reasons."""
+    """Consecutive rows of a file: the clips embedded, their frame indices, dense maps, token features and feature
+    sequences (mappings that may read lazily, one video at a time; tokens as float32 (V, L, D)), and the clips of
+    the same ids that failed, with reasons."""
 
     ids: list[str]
     clip: np.ndarray
@@ -221,6 +237,7 @@ class Chunk:
     dense: Mapping[str, DenseMaps] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
     tokens: Mapping[str, np.ndarray] = field(default_factory=dict)
+    sequences: Mapping[str, FeatureSequence] = field(default_factory=dict)
 
 
 def part_path(parts_dir: Path, chunk: int) -> Path:
@@ -288,6 +305,30 @@ def dense_view(group: h5py.Group, ids: list[str] | None = None) -> LazyMap:
     return LazyMap(sorted(group) if ids is None else [vid for vid in ids if vid in group], read)
 
 
+def write_sequence(group: h5py.Group, vid: str, item: FeatureSequence, dtype: str) -> None:
+    """One video's sequence as /sequences/<vid>/{features, windows, times}, features in `dtype` chunked along T,
+    copied a chunk of rows at a time (a long video's sequence never sits in memory whole)."""
+    length, dim = item.features.shape
+    rows = min(length, max(SEQUENCE_CHUNK_ROWS, SEQUENCE_CHUNK_BYTES // max(1, dim * np.dtype(dtype).itemsize)))
+    sub = group.create_group(vid)
+    features = sub.create_dataset("features", shape=(length, dim), dtype=dtype, chunks=(rows, dim))
+    windows = sub.create_dataset("windows", shape=(length, 2), dtype=np.int32)
+    times = sub.create_dataset("times", shape=(length,), dtype=np.float64)
+    for start in range(0, length, rows):
+        block = slice(start, min(start + rows, length))
+        features[block] = np.asarray(item.features[block], dtype=dtype)
+        windows[block] = item.windows[block]
+        times[block] = item.times[block]
+
+
+def sequence_view(group: h5py.Group, ids: list[str] | None = None) -> LazyMap:
+    """The sequences of a `sequences/` group we wrote (optionally only `ids`), as datasets read when sliced."""
+    def read(vid: str) -> FeatureSequence:
+        return FeatureSequence(*(group[vid][name] for name in SEQUENCE_OBJECTS))
+
+    return LazyMap(sorted(group) if ids is None else [vid for vid in ids if vid in group], read)
+
+
 def write_text(f: h5py.File, text: TextEmbeddings) -> None:
     group = f.create_group("text")
     write_strings(group, "ids", text.ids)
@@ -311,11 +352,13 @@ def read_token_info(f: h5py.File) -> TokenInfo | None:
 
 
 def read_chunk(f: h5py.File) -> Chunk:
-    """A part file's rows as a chunk (its dense maps and tokens read lazily)."""
+    """A part file's rows as a chunk (its dense maps, tokens and sequences read lazily)."""
     ids = read_strings(f["ids"])
     info = read_token_info(f)
     tokens = token_view(f["tokens"], ids, 0, info.dtype) if info is not None else {}
-    return Chunk(ids, f["clip"][()], f["frame_indices"][()], dense_view(f["dense"]), read_failures(f), tokens)
+    sequences = sequence_view(f["sequences"]) if "sequences" in f else {}
+    return Chunk(ids, f["clip"][()], f["frame_indices"][()], dense_view(f["dense"]), read_failures(f), tokens,
+                 sequences)
 
 
 @dataclass(frozen=True)
@@ -329,11 +372,13 @@ class Shape:
     temporal_views: int
     frames: int
     tokens: TokenInfo | None = None
+    sequences: bool = False
 
 
 def fill(f: h5py.File, header: Header, shape: Shape, chunks: Iterator[Chunk], text: TextEmbeddings | None = None,
          attrs: dict | None = None) -> None:
-    """Write a whole embedding file (or part): header, then the chunks' rows in order, then ids, failures, text.
+    """Write a whole embedding file (or part): header, then the chunks' rows in order (with their dense maps, tokens
+    and, when `shape.sequences`, feature sequences), then ids, failures, text.
 
     `complete` is set last, true unless `attrs` says otherwise (parts carry false)."""
     header.write(f.attrs)
@@ -342,6 +387,7 @@ def fill(f: h5py.File, header: Header, shape: Shape, chunks: Iterator[Chunk], te
     index = f.create_dataset("frame_indices", shape=(shape.rows, shape.temporal_views, shape.frames), dtype=np.int32,
                              fillvalue=-1)
     dense = f.create_group("dense")
+    sequences = f.create_group("sequences") if shape.sequences else None
     tokens = None
     if shape.tokens is not None:
         info = shape.tokens
@@ -361,6 +407,8 @@ def fill(f: h5py.File, header: Header, shape: Shape, chunks: Iterator[Chunk], te
             index[row:row + m, :, :chunk.frame_indices.shape[2]] = chunk.frame_indices
         for vid in chunk.dense:
             write_dense(dense, vid, chunk.dense[vid])
+        for vid in chunk.sequences if sequences is not None else ():
+            write_sequence(sequences, vid, chunk.sequences[vid], shape.dtype)
         if tokens is not None:
             for offset, vid in enumerate(chunk.ids):
                 tokens[row + offset] = to_stored_tokens(chunk.tokens[vid], shape.tokens.dtype)

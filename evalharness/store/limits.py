@@ -13,7 +13,7 @@ class Limits:
     Sizes count every dataset uncompressed (`data_bytes`, and at most `expansion` times the bytes the file occupies),
     so a small file cannot stand for a large one; `chunks` and `chunk_bytes` bound what HDF5 allocates per read (it
     keeps a few KB per chunk a read touches); `memory` bounds what scoring reads of the file at once (its video
-    vectors, a block of rows, one video's dense maps, the captions, as float32)."""
+    vectors, a block of rows, one video's dense maps and feature sequence, the captions, as float32)."""
 
     items: int = 5_000_000
     views: int = 1024
@@ -27,6 +27,9 @@ class Limits:
     token_clip_elements: int = 1 << 28  # one clip's tokens, all views: 512 MiB at 16 bits
     token_dim: int = 16_384
     token_elements: int = 10_000_000_000_000
+    snippets: int = 1_000_000  # one video's sequence: snippets (rows of /sequences/<id>/features)
+    sequence_video_elements: int = 1 << 30  # one video's sequence features: 4 GiB as float32
+    sequence_elements: int = 20_000_000_000  # every video's sequence features together
     string_chars: int = 4096  # one id, caption id or failure reason
     data_bytes: int = 1 << 46
     expansion: int = 8

@@ -15,13 +15,16 @@ from .checks import (
     dense_problem,
     open_h5,
     row_blocks,
+    sequence_problem,
     structure_problems,
     token_row_problem,
     unreadable,
     value_problems,
 )
 from .layout import (
+    SEQUENCE_OBJECTS,
     DenseMaps,
+    FeatureSequence,
     Header,
     LazyMap,
     TextEmbeddings,
@@ -41,7 +44,7 @@ class EmbeddingFile:
     vectors, frame indices, failures, dense and text groups) too unless `check_values` is
     false: for files this process or its sandboxed child wrote or checked, or for a reader
     that checks the values itself as it reads them (the canonical copy of a submission).
-    Token features and dense maps are checked as they are read, clip by clip, video by video."""
+    Token features, dense maps and feature sequences are checked as they are read, clip by clip, video by video."""
 
     def __init__(self, path: str | Path, limits: Limits = Limits(), check_values: bool = True):
         self.path, self.limits = Path(path), limits
@@ -149,6 +152,38 @@ class EmbeddingFile:
         """(grid stride in pixels, (height, width) of the frames the maps cover) of one video's dense maps (checked on
         open: integers within bounds that agree with the grid)."""
         return read_dense_geometry(self._f["dense"][vid])
+
+    @property
+    def has_sequences(self) -> bool:
+        """Whether the file holds a feature sequence per video (extracted with a card of sliding frames)."""
+        return "sequences" in self._f
+
+    def sequence(self, vid: str) -> FeatureSequence:
+        """One video's sequence, read on demand and checked: features (T, D) float32, windows (T, 2) int32 (the
+        [first, last] presented frames of each snippet's window) and times (T,) float64 (each snippet's centre in
+        seconds from the video's first presented frame)."""
+        group = self._sequence_group(vid)
+        features, windows, times = (group[name][()] for name in SEQUENCE_OBJECTS)
+        item = FeatureSequence(np.asarray(features, dtype=np.float32), windows, times)
+        problem = sequence_problem(vid, item)
+        if problem:
+            raise StoreError(f"{self.path}: {problem}")
+        return item
+
+    def sequences(self, ids: list[str] | None = None) -> LazyMap:
+        """The sequences of `ids` (default all), as a mapping read (and checked) one video at a time."""
+        group = self._f["sequences"] if self.has_sequences else {}
+        return LazyMap(sorted(group) if ids is None else [vid for vid in ids if vid in group], self.sequence)
+
+    def sequence_length(self, vid: str) -> int:
+        """The number of snippets of one video's sequence, from its shape (nothing read)."""
+        return int(self._sequence_group(vid)["features"].shape[0])
+
+    def _sequence_group(self, vid: str):
+        """/sequences/<vid>, or a StoreError naming the id when the file holds none for it."""
+        if not self.has_sequences or vid not in self._f["sequences"]:
+            raise StoreError(f"{self.path}: no feature sequence for '{vid}'")
+        return self._f["sequences"][vid]
 
     def file_sha256(self) -> str:
         return sha256_files([self.path])

@@ -35,6 +35,14 @@ def _environment(text: str) -> dict[str, str]:
     return {key: str(env[key]) for key in ENVIRONMENT_KEYS if isinstance(env.get(key), (str, int, float))}
 
 
+def _sequences(f) -> dict | None:
+    """How many videos have a feature sequence, their snippets in all and the longest, from shapes (checked ones)."""
+    if "sequences" not in f:
+        return None
+    lengths = [f["sequences"][vid]["features"].shape[0] for vid in f["sequences"]]
+    return {"videos": len(lengths), "snippets": sum(lengths), "longest": max(lengths, default=0)}
+
+
 def describe(path: Path, limits: Limits = Limits()) -> dict:
     """In the child: the file's structural problems, or its summary (header, shapes, types, counts) as JSON values."""
     from .checks import READ_ERRORS, open_h5, structure_problems, unreadable
@@ -56,6 +64,7 @@ def describe(path: Path, limits: Limits = Limits()) -> dict:
                 "tokens": None if tokens is None else {"shape": list(f["tokens"].shape), "dtype": tokens.dtype,
                                                        "grid": list(tokens.grid), "dim": tokens.dim},
                 "dense": len(f["dense"]) if "dense" in f else 0,
+                "sequences": _sequences(f),
                 "captions": f["text"]["ids"].shape[0] if "text" in f else 0,
                 "failures": f["failures"]["ids"].shape[0]}
     except READ_ERRORS as exc:
@@ -97,7 +106,7 @@ def summary_lines(path: str | Path, info: dict) -> list[str]:
     def text(key: str) -> str:
         return shown(str(info.get(key, ""))) or "-"
 
-    tokens = info.get("tokens")
+    tokens, sequences = info.get("tokens"), info.get("sequences")
     env = info.get("environment") if isinstance(info.get("environment"), dict) else {}
     lines = [
         f"file: {path}",
@@ -115,6 +124,9 @@ def summary_lines(path: str | Path, info: dict) -> list[str]:
                       f"(grid {'x'.join(shown(str(s)) for s in tokens.get('grid', []))}, "
                       f"width {shown(str(tokens.get('dim')))})"),
         f"dense maps: {text('dense') if info.get('dense') else 'none'}{' videos' if info.get('dense') else ''}",
+        "sequences: " + ("none" if not isinstance(sequences, dict) else
+                         f"{shown(str(sequences.get('videos')))} videos, {shown(str(sequences.get('snippets')))} "
+                         f"snippets (longest {shown(str(sequences.get('longest')))})"),
         f"text: {text('captions') + ' captions' if info.get('captions') else 'none'}",
         f"failures: {text('failures')}",
         f"created: {text('created_utc')}",

@@ -67,17 +67,20 @@ def atomic_h5(path: Path, write: Callable[[h5py.File], None]) -> Path:
     return path
 
 
-def _chunk_shape(chunk: Chunk, views: int, temporal_views: int, dtype: str, tokens: TokenInfo | None) -> Shape:
+def _chunk_shape(chunk: Chunk, views: int, temporal_views: int, dtype: str, tokens: TokenInfo | None,
+                 sequences: bool) -> Shape:
     k = chunk.frame_indices.shape[2] if len(chunk.ids) else 0
     dim = chunk.clip.shape[2] if len(chunk.ids) else 0
-    return Shape(len(chunk.ids), views, dim, dtype, temporal_views, k, tokens)
+    return Shape(len(chunk.ids), views, dim, dtype, temporal_views, k, tokens, sequences)
 
 
 def write_part(parts_dir: Path, header: Header, chunk_index: int, chunks_total: int, chunk_size: int, chunk: Chunk,
-               views: int, temporal_views: int, dtype: str, tokens: TokenInfo | None = None) -> Path:
+               views: int, temporal_views: int, dtype: str, tokens: TokenInfo | None = None,
+               sequences: bool = False) -> Path:
     """Write one chunk as a complete, self-describing part file, atomically (`tokens` describes its token features,
-    if the card asks for them)."""
-    shape = _chunk_shape(chunk, views, temporal_views, dtype, tokens)
+    if the card asks for them; `sequences` says it holds a feature sequence per video, for a card of sliding
+    frames)."""
+    shape = _chunk_shape(chunk, views, temporal_views, dtype, tokens, sequences)
     attrs = {"complete": False, "chunk": chunk_index, "chunks_total": chunks_total, "chunk_size": chunk_size}
     return atomic_h5(part_path(parts_dir, chunk_index), lambda f: fill(f, header, shape, iter([chunk]), attrs=attrs))
 
@@ -112,7 +115,7 @@ def read_part(path: Path) -> Part:
             clip, index = f["clip"], f["frame_indices"]
             size = f.attrs.get("chunk_size")
             shape = Shape(clip.shape[0], clip.shape[1], clip.shape[2], str(clip.dtype), index.shape[1], index.shape[2],
-                          read_token_info(f))
+                          read_token_info(f), "sequences" in f)
             return Part(path, header, int(f.attrs["chunk"]), int(f.attrs["chunks_total"]),
                         None if size is None else int(size), shape)
     except (OSError, KeyError, TypeError, ValueError, StoreError) as exc:
@@ -168,7 +171,8 @@ def finalize(parts_dirs: list[Path], out: Path, require_all: bool = True) -> Pat
     first = parts[min(parts)]
     for part in parts.values():
         if (part.header.identity() != first.header.identity() or part.chunks_total != first.chunks_total
-                or part.chunk_size != first.chunk_size or part.shape.tokens != first.shape.tokens):
+                or part.chunk_size != first.chunk_size or part.shape.tokens != first.shape.tokens
+                or part.shape.sequences != first.shape.sequences):
             raise OtherRunError(f"{part.path}: part does not belong with {first.path} (another model, card or chunking)")
     missing = sorted(set(range(first.chunks_total)) - set(parts))
     if missing and require_all:
@@ -220,8 +224,8 @@ def part_failures(path: Path) -> list[tuple[str, str]]:
 def write_canonical(source: Path, out: Path, keep: Keep = Keep(), limits: Limits = Limits(),
                     quiet: bool = True) -> tuple[Header, int]:
     """Check a hostile file's values while copying what `keep` asks for into a fresh file of our own layout, in one
-    pass: the rows of its ids, and the dense maps, captions and token features only where asked; progress in clips
-    copied unless `quiet`.
+    pass: the rows of its ids, and the dense maps, captions, token features and feature sequences only where asked;
+    progress in clips copied unless `quiet`.
 
     Only the arrays survive (no structure, filters or attributes of the original); a
     problem found on the way raises StoreError and leaves nothing at `out`. Returns the
@@ -234,7 +238,8 @@ def write_canonical(source: Path, out: Path, keep: Keep = Keep(), limits: Limits
         _, views, dim = src.shape
         index = src.frame_indices(slice(0, 0))
         tokens = src.token_info if keep.tokens else None
-        shape = Shape(len(rows), views, dim, src.clip_dtype, index.shape[1], index.shape[2], tokens)
+        shape = Shape(len(rows), views, dim, src.clip_dtype, index.shape[1], index.shape[2], tokens,
+                      keep.sequences and src.has_sequences)
         kept = [(vid, reason[:500]) for vid, reason in src.failures if keep.ids is None or vid in keep.ids]
         text = src.text() if src.has_text and keep.text else None
         with bar(len(rows), "copying", "clip", quiet) as progress:
@@ -245,9 +250,9 @@ def write_canonical(source: Path, out: Path, keep: Keep = Keep(), limits: Limits
 
 def _canonical_chunks(src: EmbeddingFile, rows: np.ndarray, keep: Keep, failures: list[tuple[str, str]],
                       shape: Shape, copied: Callable[[int], object]) -> Iterator[Chunk]:
-    """The kept rows of a source in blocks, their clip vectors checked as they are read (dense maps and tokens are
-    checked by the reader, one video or clip at a time), then the kept failures; `copied(n)` once a block of n rows
-    is written."""
+    """The kept rows of a source in blocks, their clip vectors checked as they are read (dense maps, tokens and
+    sequences are checked by the reader, one video or clip at a time), then the kept failures; `copied(n)` once a
+    block of n rows is written."""
     for block in src.row_blocks():
         local = rows[(rows >= block.start) & (rows < block.stop)] - block.start
         if not len(local):
@@ -259,7 +264,9 @@ def _canonical_chunks(src: EmbeddingFile, rows: np.ndarray, keep: Keep, failures
             raise StoreError(f"{src.path}: {problem}")
         dense = src.dense_maps(ids) if keep.dense else {}
         tokens = LazyMap(ids, src.clip_tokens) if shape.tokens is not None else {}
-        yield Chunk(ids, clip.astype(src.clip_dtype), src.frame_indices(block)[local], dense, tokens=tokens)
+        sequences = src.sequences(ids) if shape.sequences else {}
+        yield Chunk(ids, clip.astype(src.clip_dtype), src.frame_indices(block)[local], dense, tokens=tokens,
+                    sequences=sequences)
         copied(len(ids))
     yield Chunk([], np.zeros((0, shape.views, shape.dim), np.float32), np.zeros((0, shape.temporal_views, 0), np.int32),
                 failures=failures)

@@ -3,8 +3,11 @@
 Cosine similarity by exact inner-product search; each of the k nearest train videos
 votes for its class with weight exp(sim / T). Neighbour ties break toward the lower
 train index and vote ties toward the lower class index; classes without a vote are
-never ranked (a top-5 of two voted classes has two entries). Exact ties give the same
-answer on every backend; near-ties follow each backend's floating-point rounding.
+never ranked (a top-5 of two voted classes has two entries). A row whose similarities
+at a k boundary are equal to within TIE (so also equal ones that a backend's float32
+rounding tells apart: the same dot product can round differently in different rows of
+one matrix product) is recomputed in float64 and rounded to float32 once, so ties give
+the same answer on every backend and in every row.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ from .base import ProbeOutcome
 from .common import ProbeInput
 from .knn_config import Config
 
+TIE = 1e-5  # similarities of unit vectors this close at a k boundary are recomputed exactly (float32 rounding: ~1e-7)
+
 
 def _exact_neighbours(train: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k by (similarity descending, train index ascending), computed in full."""
-    sims = queries @ train.T
+    """Top-k by (similarity descending, train index ascending), computed in full: in float64, rounded to float32
+    once, so equal dot products are equal similarities whatever row of the product they fall in."""
+    sims = (queries.astype(np.float64) @ train.T.astype(np.float64)).astype(np.float32)
     order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(sims, order, axis=1), order
 
@@ -49,7 +55,7 @@ def neighbours(train: np.ndarray, queries: np.ndarray, ks: list[int], device: st
     then train index, so that every prefix of length k in ks is the exact top-k set under the tie-break rule.
 
     faiss on the CPU, torch matmul + topk on a GPU (`backend` overrides); neither orders tied
-    neighbours by index, so rows with a tie across a k boundary are recomputed exactly.
+    neighbours by index, so rows with a tie (to within TIE) across a k boundary are recomputed exactly.
     """
     n_train = train.shape[0]
     kmax = min(max(ks), n_train)
@@ -64,7 +70,7 @@ def neighbours(train: np.ndarray, queries: np.ndarray, ks: list[int], device: st
         d, i = search(q, search_k)
         tied = np.zeros(len(q), dtype=bool)
         for b in boundaries:
-            tied |= d[:, b - 1] == d[:, b]
+            tied |= np.abs(d[:, b - 1] - d[:, b]) <= TIE
         if tied.any():
             d[tied, :kmax], i[tied, :kmax] = _exact_neighbours(train, q[tied], kmax)
         d, i = d[:, :kmax], i[:, :kmax]

@@ -59,9 +59,9 @@ def _videos(data: ProbeInput, role: str) -> list[Video]:
 
 
 def _training(videos: list[Video], classes: dict[str, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(features, segments in feature units, class indices) of each video that has segments."""
+    """(features, segments in feature units, class indices) of each video."""
     return [(v.features, v.units(v.segments), np.array([classes[label] for label in v.labels], dtype=np.int64))
-            for v in videos if len(v.labels)]
+            for v in videos]
 
 
 def detections(videos: list[Video], predicted: list, names: tuple[str, ...], in_seconds: bool = True) -> Detections:
@@ -108,7 +108,7 @@ def run(data: ProbeInput, config: Config, device: str, quiet: bool = True) -> Pr
     names = data.manifest.classes
     classes = {c: i for i, c in enumerate(names)}
     thresholds = THRESHOLDS[config.evaluation]
-    fit, val = _carve(_videos(data, "train"), config)
+    fit, val = _carve([v for v in _videos(data, "train") if v.labels], config)  # ones with an action
     test = _videos(data, "test")
     val_truth = truth(val, in_seconds=False)
     runs, epochs = [], {}

@@ -38,7 +38,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import time
@@ -194,21 +193,11 @@ def measure(head: str, kind: str, length: int, dim: int, device: str, warmup: in
 
 def machine(device: str, threads: int | None) -> str:
     import torch
+    from machine import describe
 
     if threads:
         torch.set_num_threads(threads)
-
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-             if line.startswith("model name")] if info.exists() else []
-    cpu = names[0] if names else cpu
-    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
-    build += ", MKL" if torch.backends.mkl.is_available() else ""
-    build += ", oneDNN" if torch.backends.mkldnn.is_available() else ""
-    where = device + (f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else "")
-    return (f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__} "
-            f"({build}), python {sys.version.split()[0]}, device {where}")
+    return describe(device)
 
 
 def main() -> None:

@@ -5,7 +5,8 @@ import yaml
 from evalharness.cards import load_protocol
 from evalharness.errors import ProbeError
 from evalharness.metrics import mean_per_class, ranked_classes
-from evalharness.probes.knn import neighbours, vote, voted_ranking
+from evalharness.probes import knn
+from evalharness.probes.knn import BACKENDS, chunk_rows, neighbours, search, vote, voted_ranking
 
 from helpers import build_file, clustered, probe
 
@@ -131,7 +132,7 @@ def test_probe_record_matches_reference_and_collapsed_scores_chance(tmp_path):
     head = record["metrics"]["top1@k10"]
     assert head["value"] == pytest.approx((expected == test_y).mean())
     assert head["ci_low"] <= head["value"] <= head["ci_high"] and head["n"] == 80
-    assert record["chosen"]["k_used"] == {"1": 1, "10": 10, "20": 20}
+    assert record["chosen"]["k_used"] == {"1": 1, "10": 10, "20": 20} and record["chosen"]["search"] == "faiss"
     assert record["conforming"] and record["probe_hash"] == protocol.probe_hash
 
     collapsed_dir = tmp_path / "collapsed"
@@ -203,3 +204,104 @@ def test_faiss_and_torch_paths_give_the_same_neighbours():
     assert np.array_equal(a[1], b[1])
     assert a[1][0, :2].tolist() == [50, 100]
     assert np.allclose(a[0], b[0], atol=1e-6)
+
+
+def float64_reference(train, queries, kmax):
+    """Independent exact search: float64 products rounded to float32 once, order by (similarity desc, index asc)."""
+    exact = (queries.astype(np.float64) @ train.T.astype(np.float64)).astype(np.float32)
+    index = np.broadcast_to(np.arange(len(train)), exact.shape)
+    order = np.lexsort((index, -exact), axis=1)[:, :kmax]
+    return np.take_along_axis(exact, order, 1), order
+
+
+def planted_ties(seed):
+    """A bank whose second half repeats a few rows of the first at scattered indices, a block of collapsed (equal)
+    rows, and queries that are copies of repeated rows: many rows tie exactly across k boundaries."""
+    rng = np.random.default_rng(seed)
+    train, _ = clustered(rng, 600, 24, 6, rng.normal(size=(6, 24)) * 0.5)
+    train[300:] = train[rng.integers(0, 12, 300)]
+    train[rng.permutation(600)] = train.copy()
+    train[100:140] = train[0]
+    queries, _ = clustered(rng, 150, 24, 6, rng.normal(size=(6, 24)) * 0.5)
+    queries[:90] = train[rng.integers(0, 600, 90)]
+    return train, queries
+
+
+def assert_exact(sims, ids, train, queries, ks):
+    """Every prefix k in ks is the reference's top-k set, the whole list ordered by similarity then index."""
+    ref_sims, ref_ids = float64_reference(train, queries, ids.shape[1])
+    for k in ks:
+        assert (np.sort(ids[:, :k], 1) == np.sort(ref_ids[:, :k], 1)).all(), k
+    assert np.allclose(sims, ref_sims, atol=1e-6)
+    assert (np.diff(sims, axis=1) <= 0).all()
+    same = np.diff(sims, axis=1) == 0
+    assert (np.diff(ids, axis=1)[same] > 0).all()
+
+
+KS = [3, 10, 20, 45]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_backend_is_exact_on_planted_ties_at_k_boundaries(backend):
+    train, queries = planted_ties(1)
+    ref_sims, _ = float64_reference(train, queries, 46)
+    tied = np.zeros(len(queries), dtype=bool)
+    for k in KS:
+        tied |= ref_sims[:, k - 1] == ref_sims[:, k]
+    assert tied.sum() > 80  # the test exercises the exact recomputation
+    found = search(train, queries, KS, backend=backend)
+    assert found.backend == backend
+    assert_exact(found.sims, found.ids, train, queries, KS)
+    rows = np.flatnonzero(tied)  # recomputed rows: the reference's similarities and order to the last bit
+    reference = float64_reference(train, queries[rows], 45)
+    assert np.array_equal(found.sims[rows], reference[0]) and np.array_equal(found.ids[rows], reference[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tiny_blocks_split_the_queries_and_give_the_same_answer(backend, monkeypatch):
+    train, queries = planted_ties(2)
+    budget = 4 * len(train) * 7  # seven queries per product
+    assert chunk_rows(len(train), budget) == 7
+    shapes = []
+    monkeypatch.setattr(knn, "_top", lambda block, k, top=knn._top: shapes.append(block.shape) or top(block, k))
+    sims, ids = neighbours(train, queries, KS, block_bytes=budget, backend=backend)
+    assert_exact(sims, ids, train, queries, KS)
+    if backend != "faiss":
+        assert len(shapes) == 22 and all(rows * n * 4 <= budget for rows, n in shapes)
+
+
+def test_the_block_size_bounds_memory_whatever_the_number_of_queries():
+    assert chunk_rows(50_000, 256 << 20) == 1342 and 1342 * 50_000 * 4 <= 256 << 20 < 1343 * 50_000 * 4
+    assert chunk_rows(10 ** 9, 256 << 20) == 1  # one query at a time rather than no search
+
+
+def test_the_automatic_choice_times_every_cpu_backend_and_is_exact(monkeypatch):
+    train, queries = planted_ties(3)
+    assert knn._candidates("cpu", 1.0) == ("faiss",) and knn._candidates("cuda", 1e15) == ("torch",)
+    monkeypatch.setattr(knn, "MEASURE_WORK", 0)
+    timed = []
+    monkeypatch.setattr(knn, "_searcher", lambda name, *a, make=knn._searcher: timed.append(name) or make(name, *a))
+    found = search(train, queries, KS)
+    assert timed == list(BACKENDS) and found.backend in BACKENDS
+    assert_exact(found.sims, found.ids, train, queries, KS)
+
+
+def test_a_backend_that_cannot_run_is_refused():
+    train, queries = planted_ties(4)
+    with pytest.raises(ValueError, match="unknown kNN backend 'annoy'"):
+        neighbours(train, queries, [5], backend="annoy")
+    with pytest.raises(ValueError, match="numpy-blas backend runs on the CPU only"):
+        neighbours(train, queries, [5], device="cuda", backend="numpy-blas")
+
+
+def test_vote_adds_the_weights_in_neighbour_order_to_the_last_bit():
+    rng = np.random.default_rng(8)
+    sims = np.sort(rng.uniform(-1, 1, (50, 30)).astype(np.float32), 1)[:, ::-1]
+    ids = rng.integers(0, 40, (50, 30))
+    labels = rng.integers(0, 4, 40)
+    weights, expected = np.exp(sims.astype(np.float64) / T), np.zeros((50, 4))
+    for row in range(50):
+        for j in range(20):
+            expected[row, labels[ids[row, j]]] += weights[row, j]
+    assert np.array_equal(vote(sims, ids, labels, 4, 20, T), expected)
+

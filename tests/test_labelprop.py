@@ -451,3 +451,62 @@ def test_intervals_resample_sequences_not_objects(tmp_path):
         got = record["metrics"][key]
         assert (got["interval"], got["n"], got["ci_low"], got["ci_high"]) == ("bootstrap-sequences", 6, expected.ci_low,
                                                                               expected.ci_high)
+
+
+def direct_propagation(feats, first, config):
+    """Soft labels by the definition, independent of the probe's tiling and top-k merging: every target position
+    against every position of the joint context (frame 0 whole or windowed, its padded copies, the previous frames),
+    -inf outside its window, and the top k of all of it at once."""
+    t_count, h, w, d = feats.shape
+    unit = F.normalize(feats, dim=-1).reshape(t_count, h * w, d)
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    dy, dx = y.reshape(-1, 1) - y.reshape(1, -1), x.reshape(-1, 1) - x.reshape(1, -1)
+    if config.window == "disc":
+        window = (dy * dy + dx * dx).double().sqrt() < config.radius
+    else:
+        window = (dy.abs() <= config.radius) & (dx.abs() <= config.radius)
+    labels = [first.reshape(h * w, -1)]
+    for t in range(1, t_count):
+        previous = list(range(max(1, t - config.context), t))
+        pads = config.context - len(previous) if config.pad_first else 0
+        context = [(0, config.restrict_first)] + [(0, True)] * pads + [(p, True) for p in previous]
+        affinity = torch.cat([(unit[t] @ unit[p].T).masked_fill(~window if windowed else torch.zeros_like(window), -math.inf)
+                              for p, windowed in context], 1)
+        context_labels = torch.cat([labels[p] for p, _ in context])
+        k = min(config.topk, affinity.shape[1])
+        if config.keep_ties:
+            weights = torch.exp(affinity / config.temperature)
+            weights[weights < torch.exp(affinity.topk(k, dim=1).values[:, -1:] / config.temperature)] = 0
+            labels.append(weights @ context_labels / weights.sum(1, keepdim=True))
+        else:
+            top = (affinity / config.temperature).topk(k, dim=1)
+            labels.append((torch.softmax(top.values, 1)[..., None] * context_labels[top.indices]).sum(1))
+    return torch.stack(labels).reshape(t_count, h, w, -1)
+
+
+CUSTOM = [
+    {"preset": "crw"},
+    {"preset": "dino"},
+    {"window": "square", "radius": 3.0, "pad_first": False, "keep_ties": True, "temperature": 0.1, "topk": 4, "context": 2},
+    {"radius": 4.5, "restrict_first": True, "topk": 3, "context": 0},
+    {"window": "square", "radius": 2.0, "restrict_first": True, "keep_ties": True, "temperature": 0.1, "topk": 7,
+     "context": 10},
+    {"radius": 2.5, "topk": 30, "context": 3},
+    {"radius": 1.5, "pad_first": False, "restrict_first": True, "topk": 2, "context": 4},
+]
+
+
+@pytest.mark.parametrize("settings", CUSTOM, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_tiled_propagation_equals_the_direct_masked_computation(settings, monkeypatch):
+    # an 11 x 19 grid, 6 frames: windows cut by every edge of the grid and of its 8 x 8 tiles (radius 12 reaches past
+    # the whole grid); context 0, shorter and longer than the video; a step of one tile row at a time (the smallest)
+    import evalharness.probes.labelprop as labelprop
+
+    monkeypatch.setattr(labelprop, "_CHUNK_ELEMENTS", 1)
+    gen = torch.Generator().manual_seed(1)
+    feats = torch.randn(6, 11, 19, 8, generator=gen, dtype=torch.float64)
+    first = torch.softmax(3 * torch.randn(11, 19, 3, generator=gen, dtype=torch.float64), -1)
+    config = build_config("labelprop", {"preset": "custom", **settings} if "preset" not in settings else settings)
+    got = propagate(feats, first, config)
+    assert torch.allclose(got, direct_propagation(feats, first, config), rtol=0, atol=1e-12)
+    assert not torch.allclose(got[1:], first.expand(5, -1, -1, -1), atol=1e-3)  # the labels do move

@@ -112,18 +112,18 @@ class Pixels(Backbone):
 def block_matching(gray: torch.Tensor, radius: int = _MATCH_RADIUS) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel displacement (dy, dx) between consecutive frames (T, H, W) by 5x5 block matching.
 
-    Returns displacements (T-1, 2, H, W) and weights (T-1, H, W) = how much each pixel changed.
+    Returns displacements (T-1, 2, H, W) and weights (T-1, H, W) = how much each pixel changed. All shifts are
+    costed in one batch (a loop over them is thousands of tiny operations); of equal costs the first shift in
+    (dy, dx) order wins.
     """
     prev, nxt = gray[:-1], gray[1:]
-    best_cost = torch.full_like(nxt, float("inf"))
-    best = torch.zeros((2,) + nxt.shape, dtype=gray.dtype, device=gray.device)
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            cost = F.avg_pool2d((nxt - torch.roll(prev, (dy, dx), dims=(-2, -1))).abs().unsqueeze(1), 5, 1, 2,
-                                count_include_pad=False).squeeze(1)
-            better = cost < best_cost
-            best_cost = torch.where(better, cost, best_cost)
-            best[0][better], best[1][better] = float(dy), float(dx)
+    shifts = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+    rolled = torch.stack([torch.roll(prev, shift, dims=(-2, -1)) for shift in shifts])
+    cost = F.avg_pool2d((nxt - rolled).abs().flatten(0, 1).unsqueeze(1), 5, 1, 2, count_include_pad=False)
+    index = cost.view_as(rolled).argmin(0)
+    table = torch.tensor(shifts, dtype=gray.dtype, device=gray.device)
+    # (2, T-1, H, W) in memory as before: atan2 of its rows downstream rounds differently on another layout
+    best = torch.stack([table[:, 0][index], table[:, 1][index]])
     return best.permute(1, 0, 2, 3), (nxt - prev).abs()
 
 

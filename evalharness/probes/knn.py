@@ -8,9 +8,20 @@ at a k boundary are equal to within TIE (so also equal ones that a backend's flo
 rounding tells apart: the same dot product can round differently in different rows of
 one matrix product) is recomputed in float64 and rounded to float32 once, so ties give
 the same answer on every backend and in every row.
+
+The search is a float32 matrix product of a block of queries with the whole bank (its
+size bounded in bytes, so memory does not grow with the number of queries) followed by a
+top-k selection; the product comes from torch, numpy's BLAS or faiss, whichever is fastest
+on this machine (measured on the first queries of a large search), since which BLAS wins
+differs between machines by more than 2x.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -22,71 +33,203 @@ from .common import ProbeInput
 from .knn_config import Config
 
 TIE = 1e-5  # similarities of unit vectors this close at a k boundary are recomputed exactly (float32 rounding: ~1e-7)
+BLOCK_BYTES = 256 << 20  # the float32 similarity block of one matrix product: queries per product = this / (4 x bank)
+MEASURE_WORK = 2e10  # queries x bank x dim from which the CPU backends are timed on the first queries (~0.2 s of BLAS)
+TRIAL_SHARE = 16  # each timed backend searches at most 1/16 of the queries
+TRIAL_BLOCKS = 4  # and at most this many blocks (faiss's speed per query shows from ~1,000 queries on)
+BACKENDS = ("torch", "numpy-blas", "faiss")
+SPARE = 32  # entries searched beyond max(ks) + 1, so that a tied row's exact recomputation rarely rereads its row
+_UNIT = 2.0 ** -24  # float32 unit roundoff
+
+Searcher = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]]
 
 
-def _exact_neighbours(train: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k by (similarity descending, train index ascending), computed in full: in float64, rounded to float32
-    once, so equal dot products are equal similarities whatever row of the product they fall in."""
-    sims = (queries.astype(np.float64) @ train.T.astype(np.float64)).astype(np.float32)
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(sims, order, axis=1), order
+@dataclass(frozen=True)
+class Neighbours:
+    """The search's answer: `sims`, `ids` (n, max k) in order of similarity then train index, and the backend used."""
+    sims: np.ndarray
+    ids: np.ndarray
+    backend: str
 
 
-def _faiss_search(train: np.ndarray):
-    index = faiss.IndexFlatIP(train.shape[1])
-    index.add(np.ascontiguousarray(train, dtype=np.float32))
-    return lambda q, k: index.search(np.ascontiguousarray(q, dtype=np.float32), k)
+def chunk_rows(n_train: int, block_bytes: int = BLOCK_BYTES) -> int:
+    """Queries per matrix product, so that their float32 similarities to the whole bank fit in `block_bytes`."""
+    return max(1, block_bytes // (4 * n_train))
 
 
-def _torch_search(train: np.ndarray, device: str):
-    bank = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32)).to(device)
+def _ordered(vals: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows sorted by similarity descending (as top-k and faiss give them) with equal similarities put in index
+    order: only rows with an equal pair are sorted again (by index, then stably by similarity)."""
+    fix = torch.nonzero((vals[:, 1:] == vals[:, :-1]).any(1)).flatten()
+    if len(fix):
+        c, at = cols[fix].sort(dim=1)
+        v, at = vals[fix].gather(1, at).sort(dim=1, descending=True, stable=True)
+        vals[fix], cols[fix] = v, c.gather(1, at)
+    return vals, cols
 
-    def search(q: np.ndarray, k: int):
-        sims = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)).to(device) @ bank.T
-        d, i = sims.topk(k, dim=1)
-        return d.cpu().numpy(), i.cpu().numpy()
+
+def _top(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest similarities of each row of `block` and their columns, ordered as `_ordered`."""
+    return _ordered(*block.topk(k, dim=1))
+
+
+def _matmul_search(train: np.ndarray, device: str, rows: int, k: int, numpy_blas: bool) -> Searcher:
+    """Similarity block (queries x bank, float32, one buffer reused) by torch or numpy's BLAS, then `_top`."""
+    bank = torch.from_numpy(train).to(device)
+    block = torch.empty((rows, len(train)), dtype=torch.float32, device=device)
+
+    def search(q: np.ndarray):
+        out = block[:len(q)]
+        if numpy_blas:
+            np.matmul(q, train.T, out=out.numpy())
+        else:
+            torch.mm(torch.from_numpy(q).to(device), bank.T, out=out)
+        return (*_top(out, k), out)
 
     return search
 
 
-def neighbours(train: np.ndarray, queries: np.ndarray, ks: list[int], device: str = "cpu",
-               chunk: int = 4096, backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, train indices) of the max(ks) nearest train vectors per query, in order of similarity
-    then train index, so that every prefix of length k in ks is the exact top-k set under the tie-break rule.
+def _faiss_search(train: np.ndarray, k: int) -> Searcher:
+    """faiss's exact inner-product search (BLAS blocks and heaps; no copy of the bank); no similarity block."""
+    def search(q: np.ndarray):
+        d, i = faiss.knn(q, train, k, metric=faiss.METRIC_INNER_PRODUCT)
+        return (*_ordered(torch.from_numpy(d), torch.from_numpy(i)), None)
 
-    faiss on the CPU, torch matmul + topk on a GPU (`backend` overrides); neither orders tied
-    neighbours by index, so rows with a tie (to within TIE) across a k boundary are recomputed exactly.
+    return search
+
+
+def _searcher(name: str, train: np.ndarray, device: str, rows: int, k: int) -> Searcher:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kNN backend {name!r}: use one of {', '.join(BACKENDS)}")
+    if name != "torch" and device != "cpu":
+        raise ValueError(f"the {name} backend runs on the CPU only; on {device} use backend='torch'")
+    if name == "faiss":
+        return _faiss_search(train, k)
+    return _matmul_search(train, device, rows, k, numpy_blas=name == "numpy-blas")
+
+
+def _margin(dim: int, query: np.ndarray, bank_norm: float) -> float:
+    """How far below a row's k-th largest float32 similarity kth an entry of the exact top-k can fall in float32.
+
+    A float32 dot product in any summation order is within eps = gamma_d |q| |x| of the exact one
+    (gamma_d = d u / (1 - d u), u = 2^-24); rounding the exact one to float32, and a float64 bank to float32 for
+    the search, add u |q| |x| each: delta = eps + 2 u |q| |x| bounds |float32 value - exact similarity|. The k
+    entries at or above kth have exact similarities >= kth - delta, so the exact k-th largest is too, and every
+    exact top-k entry has a float32 value >= kth - 2 delta, in any float32 product. For unit vectors (d <= 1024)
+    2 delta is ~1e-4: a few entries beyond the k, where the whole bank was recomputed in float64 and sorted before.
     """
-    n_train = train.shape[0]
+    gamma = dim * _UNIT / (1 - dim * _UNIT)
+    return 2 * (gamma + 2 * _UNIT) * float(np.linalg.norm(query.astype(np.float64))) * bank_norm
+
+
+def _exact(train: np.ndarray, query: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of the candidates `cand` (ascending) by (similarity descending, train index ascending), similarities
+    in float64 rounded to float32 once, so equal dot products are equal similarities whatever row they fall in."""
+    sims = (train[cand].astype(np.float64) @ query.astype(np.float64)).astype(np.float32)
+    order = np.argsort(-sims, kind="stable")[:k]
+    return sims[order], cand[order]
+
+
+def _settle(train: np.ndarray, q: np.ndarray, found: tuple, kmax: int, boundaries: list[int],
+            bank_norm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The first kmax of a searcher's ordered (sims, ids), rows with a tie (to within TIE) across a k boundary
+    recomputed exactly from the entries within `_margin` of their kmax-th similarity: those of the searched list
+    when its last similarity is below that floor (entries not listed are below it too), else those of the whole row
+    (the search's similarity block, or a product of the row for faiss). `train` is the bank as given (float32 or
+    float64: the recomputation reads it, as it always did)."""
+    d, i, block = found
+    d, i = d.cpu().numpy(), i.cpu().numpy()
+    tied = np.zeros(len(q), dtype=bool)
+    for b in boundaries:
+        tied |= np.abs(d[:, b - 1] - d[:, b]) <= TIE
+    for row in np.flatnonzero(tied):
+        floor = d[row, kmax - 1] - _margin(train.shape[1], q[row], bank_norm)
+        if d.shape[1] == len(train) or d[row, -1] < floor:
+            cand = np.sort(i[row][d[row] >= floor])
+        elif block is None:
+            cand = np.flatnonzero((train @ q[row]).astype(np.float32) >= floor)
+        else:
+            cand = torch.nonzero(block[row] >= floor).flatten().cpu().numpy()
+        d[row, :kmax], i[row, :kmax] = _exact(train, q[row], cand, kmax)
+    return d[:, :kmax], i[:, :kmax]
+
+
+@contextmanager
+def _ieee_float32() -> Iterator[None]:
+    """Full float32 matrix products for the duration (no TF32 / bf16 shortcuts): `_margin`'s bound needs them."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def _candidates(device: str, work: float) -> tuple[str, ...]:
+    """Backends to time: torch off the CPU; on the CPU all three for a search of `work` >= MEASURE_WORK, else
+    faiss alone (today's answers to the last bit for small searches, and no time spent measuring them)."""
+    if device != "cpu":
+        return ("torch",)
+    return BACKENDS if work >= MEASURE_WORK else ("faiss",)
+
+
+def search(train: np.ndarray, queries: np.ndarray, ks: list[int], device: str = "cpu",
+           block_bytes: int = BLOCK_BYTES, backend: str | None = None) -> Neighbours:
+    """The max(ks) nearest train vectors per query, in order of similarity then train index, so that every prefix of
+    length k in ks is the exact top-k set under the tie-break rule; `backend` (one of BACKENDS) skips the choice.
+
+    Several candidate backends each search their own slice of the first queries, timed; the fastest does the rest.
+    Every row is exact under the rule whichever backend found it (ties are recomputed in float64).
+    """
+    given, train = train, np.ascontiguousarray(train, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n_train, n = len(train), len(queries)
     kmax = min(max(ks), n_train)
-    search_k = min(kmax + 1, n_train)
-    backend = backend or ("faiss" if device == "cpu" else "torch")
-    search = _faiss_search(train) if backend == "faiss" else _torch_search(train, device)
-    sims = np.empty((queries.shape[0], kmax), dtype=np.float32)
-    ids = np.empty((queries.shape[0], kmax), dtype=np.int64)
-    boundaries = [min(k, n_train) for k in ks if min(k, n_train) < n_train]
-    for start in range(0, queries.shape[0], chunk):
-        q = np.ascontiguousarray(queries[start:start + chunk], dtype=np.float32)
-        d, i = search(q, search_k)
-        tied = np.zeros(len(q), dtype=bool)
-        for b in boundaries:
-            tied |= np.abs(d[:, b - 1] - d[:, b]) <= TIE
-        if tied.any():
-            d[tied, :kmax], i[tied, :kmax] = _exact_neighbours(train, q[tied], kmax)
-        d, i = d[:, :kmax], i[:, :kmax]
-        order = np.lexsort((i, -d), axis=1)  # within the set: similarity descending, then train index
-        sims[start:start + chunk] = np.take_along_axis(d, order, 1)
-        ids[start:start + chunk] = np.take_along_axis(i, order, 1)
-    return sims, ids
+    k = min(kmax + 1 + SPARE, n_train)
+    boundaries = [min(b, n_train) for b in ks if min(b, n_train) < n_train]
+    rows = chunk_rows(n_train, block_bytes)
+    bank_norm = float(np.sqrt(np.einsum("ij,ij->i", given, given, dtype=np.float64).max()))
+    names = (backend,) if backend else _candidates(device, float(n) * n_train * train.shape[1])
+    sims = np.empty((n, kmax), dtype=np.float32)
+    ids = np.empty((n, kmax), dtype=np.int64)
+
+    def fill(searcher: Searcher, start: int, stop: int) -> None:
+        q = queries[start:stop]
+        sims[start:stop], ids[start:stop] = _settle(given, q, searcher(q), kmax, boundaries, bank_norm)
+
+    with _ieee_float32():
+        searchers = {name: _searcher(name, train, device, rows, k) for name in names}
+        start, seconds = 0, {}
+        trial = max(1, min(TRIAL_BLOCKS * rows, n // TRIAL_SHARE))
+        for name, searcher in searchers.items() if len(names) > 1 else ():
+            stop, began = min(start + trial, n), time.perf_counter()
+            if stop > start:
+                for begin in range(start, stop, rows):
+                    fill(searcher, begin, min(begin + rows, stop))
+                seconds[name] = (time.perf_counter() - began) / (stop - start)
+            start = stop
+        chosen = min(seconds, key=seconds.get) if seconds else names[0]
+        searcher = searchers.pop(chosen)
+        searchers.clear()  # the others' similarity blocks
+        for begin in range(start, n, rows):
+            fill(searcher, begin, min(begin + rows, n))
+    return Neighbours(sims, ids, chosen)
+
+
+def neighbours(train: np.ndarray, queries: np.ndarray, ks: list[int], device: str = "cpu",
+               block_bytes: int = BLOCK_BYTES, backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, train indices) of `search`, without the backend's name."""
+    found = search(train, queries, ks, device, block_bytes, backend)
+    return found.sims, found.ids
 
 
 def vote(sims: np.ndarray, ids: np.ndarray, train_labels: np.ndarray, n_classes: int, k: int, temperature: float) -> np.ndarray:
-    """Class scores (n, C): sum of exp(sim / T) over the k nearest neighbours, per class."""
+    """Class scores (n, C): sum of exp(sim / T) over the k nearest neighbours, per class. One bincount over
+    row * C + class: it adds the weights in the order np.add.at did (row by row, neighbour by neighbour, from 0.0),
+    so the sums are the same to the last bit, at a fraction of the time."""
     weights = np.exp(sims[:, :k].astype(np.float64) / temperature)
-    scores = np.zeros((sims.shape[0], n_classes), dtype=np.float64)
-    rows = np.repeat(np.arange(sims.shape[0]), k)
-    np.add.at(scores, (rows, train_labels[ids[:, :k]].ravel()), weights.ravel())
-    return scores
+    cells = np.arange(sims.shape[0])[:, None] * n_classes + train_labels[ids[:, :k]]
+    return np.bincount(cells.ravel(), weights.ravel(), minlength=sims.shape[0] * n_classes).reshape(-1, n_classes)
 
 
 def voted_ranking(scores: np.ndarray, top: int) -> np.ndarray:
@@ -101,7 +244,8 @@ def run(data: ProbeInput, config: Config, device: str = "cpu") -> ProbeOutcome:
     _, train_x, train_y = data.split("train")
     test_ids, test_x, test_y = data.split("test")
     n_classes = len(data.manifest.classes)
-    sims, ids = neighbours(train_x, test_x, config.k, device)
+    found = search(train_x, test_x, list(config.k), device)
+    sims, ids = found.sims, found.ids
     metrics, used, predictions = {}, {}, None
     for k in config.k:
         kk = min(k, len(train_y))
@@ -119,6 +263,7 @@ def run(data: ProbeInput, config: Config, device: str = "cpu") -> ProbeOutcome:
     caveats = (f"k = {', '.join(map(str, capped))} capped at the {len(train_y)} train videos: each of those metrics "
                f"votes with all {len(train_y)}",) if capped else ()
     return ProbeOutcome(f"top1@k{config.headline_k}", metrics,
-                        {"k_used": used, "temperature": config.temperature, "train_size": len(train_y)}, predictions,
+                        {"k_used": used, "temperature": config.temperature, "train_size": len(train_y),
+                         "search": found.backend}, predictions,
                         caveats)
 

@@ -6,8 +6,9 @@ cosine affinities to the positions of the context frames, softmaxed at a tempera
 and its argmax is the mask. Two presets are their reference code's propagation: `crw` (Jabri et al. 2020,
 ajabri/videowalk code/test.py as its README runs it for 67.6 J&F) and `dino` (Caron et al. 2021,
 eval_video_segmentation.py); the tests compare masks with line-by-line copies of both. Every setting the two differ
-in is a field of `Config`, so the probe hash covers it. Features are read one video at a time and affinities are
-computed a few query rows at a time.
+in is a field of `Config`, so the probe hash covers it. Features are read one video at a time; affinities are computed
+for tiles of 8 x 8 target positions against the patch of context positions their windows reach (frame 0 searched whole
+against all of it), a few tile rows at a time, and the top k of the joint context is merged from each block's.
 """
 
 from __future__ import annotations
@@ -29,74 +30,165 @@ from .base import ProbeOutcome
 from .common import ProbeInput
 from .labelprop_config import Config
 
-# the most affinities held at once (query positions x context positions), about 64 MB in float32
+# the most affinities and gathered context features held at once, about 64 MB in float32
 _CHUNK_ELEMENTS = 1 << 24
-def _context(t: int, config: Config) -> dict[tuple[int, bool], int]:
-    """The context of target frame t: (frame, windowed) -> how many times it counts in the top-k. Frame 0 once, the
-    previous frames once each, and with pad_first as many more copies of frame 0 as frames are missing (CRW's padded
-    video gives target t <= context that many windowed copies of frame 0)."""
+# target positions are taken in tiles of _TILE x _TILE, each against the context positions its windows can reach
+_TILE = 8
+
+
+def _context(t: int, config: Config) -> tuple[range, int, int]:
+    """The context of target frame t: the previous frames (windowed, each counting once in the top-k), how many times
+    frame 0 counts windowed and how many times searched whole. Frame 0 once, and with pad_first as many more windowed
+    copies of it as previous frames are missing (CRW's padded video gives target t <= context that many)."""
     previous = range(max(1, t - config.context), t)
-    context = {(0, config.restrict_first): 1}
-    if config.pad_first and len(previous) < config.context:
-        context[0, True] = context.get((0, True), 0) + config.context - len(previous)
-    return context | {(p, True): 1 for p in previous}
+    pads = config.context - len(previous) if config.pad_first else 0
+    if config.restrict_first:
+        return previous, 1 + pads, 0
+    return previous, pads, 1
 
 
-def _window(rows: range, band: range, width: int, config: Config, device: torch.device) -> torch.Tensor:
-    """Which band positions (band x width) each target position (rows x width) may use: (len(rows) * width, ...)."""
-    ty, tx = torch.meshgrid(torch.arange(rows.start, rows.stop, device=device), torch.arange(width, device=device),
-                            indexing="ij")
-    cy, cx = torch.meshgrid(torch.arange(band.start, band.stop, device=device), torch.arange(width, device=device),
-                            indexing="ij")
-    dy = ty.reshape(-1, 1) - cy.reshape(1, -1)
-    dx = tx.reshape(-1, 1) - cx.reshape(1, -1)
-    if config.window == "disc":
-        return (dy * dy + dx * dx).float() ** 0.5 < config.radius
-    return (dy.abs() <= config.radius) & (dx.abs() <= config.radius)
+class _Tiles:
+    """The tiling of an h x w grid: maps padded by `reach` (the window's reach) on every side and to whole tiles, the
+    tile rows a step takes, and which positions of its tile's patch (the tile plus `reach` around it) each target
+    position may use. Windowed affinities are products of a tile's targets with its patch, not with whole rows."""
+
+    def __init__(self, h: int, w: int, config: Config, device: torch.device, depth: int) -> None:
+        self.h, self.w, self.reach = h, w, math.floor(config.radius)
+        self.rows, self.cols = -(-h // _TILE), -(-w // _TILE)
+        self.side = _TILE + 2 * self.reach
+        offsets = torch.arange(self.side, device=device) - self.reach
+        inner = torch.arange(_TILE, device=device)
+        dy = (inner[:, None, None, None] - offsets[None, None, :, None]).expand(_TILE, _TILE, self.side, self.side)
+        dx = (inner[None, :, None, None] - offsets[None, None, None, :]).expand(_TILE, _TILE, self.side, self.side)
+        if config.window == "disc":
+            window = (dy * dy + dx * dx).float() ** 0.5 < config.radius
+        else:
+            window = (dy.abs() <= config.radius) & (dx.abs() <= config.radius)
+        y = torch.arange(self.rows, device=device)[:, None] * _TILE + offsets
+        x = torch.arange(self.cols, device=device)[:, None] * _TILE + offsets
+        inside = ((y >= 0) & (y < h))[:, None, :, None] & ((x >= 0) & (x < w))[None, :, None, :]
+        self.excluded = ~(window.reshape(1, _TILE * _TILE, -1) & inside.reshape(self.rows * self.cols, 1, -1))
+        whole = 0 if config.restrict_first else 1
+        patches = (config.context + 1) * self.side ** 2
+        per_row = self.cols * (_TILE * _TILE * (whole * h * w + patches) + patches * depth)
+        self.step = max(1, _CHUNK_ELEMENTS // per_row)
+
+    def pad(self, maps: torch.Tensor) -> torch.Tensor:
+        """(T, h, w, C) -> (T, reach + rows * _TILE + reach, ..., C), zero outside the grid."""
+        out = maps.new_zeros(maps.shape[0], self.rows * _TILE + 2 * self.reach, self.cols * _TILE + 2 * self.reach,
+                             maps.shape[-1])
+        out[:, self.reach:self.reach + self.h, self.reach:self.reach + self.w] = maps
+        return out
+
+    def targets(self, padded: torch.Tensor, rows: range) -> torch.Tensor:
+        """The target positions of the tiles in tile rows `rows` of one padded frame: (tiles, _TILE * _TILE, C)."""
+        inner = padded[self.reach + rows.start * _TILE:self.reach + rows.stop * _TILE, self.reach:-self.reach or None]
+        tiles = inner.reshape(len(rows), _TILE, self.cols, _TILE, -1).transpose(1, 2)
+        return tiles.reshape(len(rows) * self.cols, _TILE * _TILE, -1)
+
+    def patches(self, padded: torch.Tensor, frames: range, rows: range) -> torch.Tensor:
+        """The patches of the tiles in tile rows `rows` of padded frames: (frames, tiles, side * side, C)."""
+        frame_stride, row_stride, col_stride, channel_stride = padded.stride()
+        view = padded.as_strided((padded.shape[0], self.rows, self.cols, self.side, self.side, padded.shape[-1]),
+                                 (frame_stride, _TILE * row_stride, _TILE * col_stride, row_stride, col_stride,
+                                  channel_stride))
+        chosen = view[frames.start:frames.stop, rows.start:rows.stop]
+        return chosen.reshape(len(frames), len(rows) * self.cols, self.side ** 2, padded.shape[-1])
+
+    def untile(self, tiles: torch.Tensor, rows: range) -> torch.Tensor:
+        """(tiles, _TILE * _TILE, C) of the tile rows `rows` -> their grid rows (at most len(rows) * _TILE, w, C)."""
+        grid = tiles.reshape(len(rows), self.cols, _TILE, _TILE, -1).transpose(1, 2).reshape(
+            len(rows) * _TILE, self.cols * _TILE, -1)
+        return grid[:self.h - rows.start * _TILE, :self.w]
 
 
-def _chunks(h: int, w: int, config: Config, device: torch.device) -> list[tuple[range, range, torch.Tensor]]:
-    """The query rows of each step, the band of context rows they may reach, and the window between them; steps are
-    as tall as keeps one step's affinities (query positions x context positions) within _CHUNK_ELEMENTS."""
-    reach = math.floor(config.radius)
-    whole = 0 if config.restrict_first else 1
-    windowed = config.context + 1 - whole
+def _top(affinity: torch.Tensor, group: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top min(k, F * m) affinities (F, B, n, m) of each of the B x n targets over its F frames together,
+    descending, and where they are (f * m + position): (B, n, k), (B, n, k). When there are many, first the k groups
+    of `group` consecutive positions with the largest maxima: the k-th largest of the group maxima is at most the
+    k-th largest affinity, so the top k lie in those groups, and a top-k over their k x group affinities finds them
+    (exact in the values; among equal values the one chosen may differ)."""
+    frames, batch, n, m = affinity.shape
+    k = min(k, frames * m)
+    if m % group or frames * (m // group) <= 2 * k:
+        return affinity.permute(1, 2, 0, 3).reshape(batch, n, frames * m).topk(k, dim=-1)
+    groups = m // group
+    maxima = affinity.view(frames, batch, n, groups, group).amax(-1).permute(1, 2, 0, 3).reshape(batch, n, -1)
+    best = maxima.topk(k, dim=-1).indices
+    frame, within = best // groups, best % groups
+    target = torch.arange(batch * n, device=affinity.device).view(batch, n, 1)
+    rows = (frame * (batch * n) + target) * groups + within
+    candidates = affinity.reshape(-1, group).index_select(0, rows.flatten()).view(batch, n, -1)
+    values, position = candidates.topk(k, dim=-1)
+    chosen = position // group
+    start = torch.gather(frame, -1, chosen) * m + torch.gather(within, -1, chosen) * group
+    return values, start + position % group
 
-    def size(rows: int) -> int:
-        return rows * w * (whole * h * w + windowed * min(h, rows + 2 * reach) * w)
 
-    step = h
-    while step > 1 and size(step) > _CHUNK_ELEMENTS:
-        step -= 1
-    out = []
-    for y0 in range(0, h, step):
-        rows = range(y0, min(h, y0 + step))
-        band = range(max(0, rows.start - reach), min(h, rows.stop + reach))
-        out.append((rows, band, _window(rows, band, w, config, device)))
-    return out
+def _labels_at(labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The labels (F, B or 1, m, C) at `index` (B, n, k) into each target's F x m positions, as `_top` gives them:
+    (B, n, k, C)."""
+    shared, m, c = labels.shape[1:]
+    frame, position = index // m, index % m
+    tile = torch.arange(index.shape[0], device=index.device).view(-1, 1, 1) if shared > 1 else 0
+    return labels.reshape(-1, c).index_select(0, ((frame * shared + tile) * m + position).flatten()).view(*index.shape, c)
 
 
-def _combine(blocks: list[tuple[torch.Tensor, torch.Tensor, int]], config: Config) -> torch.Tensor:
-    """Labels (n, C) of n target positions from blocks of (affinities (n, m) to context positions, -inf where the
-    window excludes them; their labels (m, C); how many times the block counts). The top k of all blocks together:
-    exactly k softmaxed (CRW), or every affinity at least the k-th, weighted exp(a / T) / sum (DINO)."""
-    tops = [affinity.topk(min(config.topk, affinity.shape[1]), dim=1) for affinity, _, _ in blocks]
-    values = torch.cat([top.values for top, (_, _, copies) in zip(tops, blocks, strict=True) for _ in range(copies)], 1)
-    k = min(config.topk, values.shape[1])
+def _combine(blocks: list[tuple[torch.Tensor, torch.Tensor, int, int]], config: Config) -> torch.Tensor:
+    """Labels (B, n, C) of B x n target positions from blocks of (affinities (F, B, n, m) to F context frames'
+    positions, -inf where the window excludes them; their labels (F, B or 1, m, C); groups of positions for `_top`;
+    how many times each frame of the block counts). The top k of all blocks together, from each block's top k: exactly
+    k softmaxed (CRW), or every affinity at least the k-th, weighted exp(a / T) / sum (DINO)."""
+    tops = [_top(affinity, group, config.topk) for affinity, _, group, _ in blocks]
+    values = torch.cat([values for (values, _), block in zip(tops, blocks, strict=True) for _ in range(block[-1])], -1)
+    k = min(config.topk, values.shape[-1])
     if config.keep_ties:
-        least = torch.exp(values.topk(k, dim=1).values[:, -1:] / config.temperature)
+        least = torch.exp(values.topk(k, dim=-1).values[..., -1:] / config.temperature)
         total, weighted = 0, 0
-        for affinity, labels, copies in blocks:
+        for affinity, labels, _, copies in blocks:
             weights = torch.exp(affinity / config.temperature)
-            weights[weights < least] = 0
-            total = total + copies * weights.sum(1, keepdim=True)
-            weighted = weighted + copies * (weights @ labels)
+            weights.masked_fill_(weights < least, 0)
+            total = total + copies * weights.sum(-1, keepdim=True).sum(0)
+            weighted = weighted + copies * (weights @ labels).sum(0)
         return weighted / total
-    labels = torch.cat([labels[top.indices] for top, (_, labels, copies) in zip(tops, blocks, strict=True)
-                        for _ in range(copies)], 1)
-    top, index = (values / config.temperature).topk(k, dim=1)
+    picked = [_labels_at(labels, index) for (_, index), (_, labels, _, _) in zip(tops, blocks, strict=True)]
+    labels = torch.cat([at for at, block in zip(picked, blocks, strict=True) for _ in range(block[-1])], -2)
+    batch = values.shape[:-1]
+    top, index = (values.reshape(-1, values.shape[-1]) / config.temperature).topk(k, dim=1)
+    labels = labels.reshape(-1, *labels.shape[-2:])
     chosen = torch.gather(labels, 1, index.unsqueeze(-1).expand(-1, -1, labels.shape[-1]))
-    return (torch.softmax(top, dim=1).unsqueeze(-1) * chosen).sum(1)
+    return (torch.softmax(top, dim=1).unsqueeze(-1) * chosen).sum(1).reshape(*batch, -1)
+
+
+def _windowed(query: torch.Tensor, padded: torch.Tensor, padded_labels: torch.Tensor, frames: range, rows: range,
+              tiles: _Tiles) -> tuple[torch.Tensor, torch.Tensor]:
+    """The affinities (F, tiles, _TILE * _TILE, side * side) of the targets of the tiles in tile rows `rows` to their
+    patches in F consecutive frames, -inf outside their windows, and the patches' labels (F, tiles, side * side, C)."""
+    affinity = query @ tiles.patches(padded, frames, rows).transpose(-1, -2)
+    affinity.masked_fill_(tiles.excluded[rows.start * tiles.cols:rows.stop * tiles.cols], -torch.inf)
+    return affinity, tiles.patches(padded_labels, frames, rows)
+
+
+def _predict(t: int, feats: torch.Tensor, padded: torch.Tensor, labels: torch.Tensor, padded_labels: torch.Tensor,
+             tiles: _Tiles, config: Config) -> None:
+    """Frame t's soft labels into `labels` and `padded_labels`, a step of tile rows at a time: the previous frames
+    against each tile's patch in one batched product, frame 0 windowed (counted `first` times) in another, frame 0
+    searched whole against all of it."""
+    previous, first, whole = _context(t, config)
+    d, c = feats.shape[-1], labels.shape[-1]
+    for start in range(0, tiles.rows, tiles.step):
+        rows = range(start, min(tiles.rows, start + tiles.step))
+        query = tiles.targets(padded[t], rows)
+        blocks = [(*_windowed(query, padded, padded_labels, previous, rows, tiles), tiles.side, 1)]
+        if first:
+            blocks.append((*_windowed(query, padded, padded_labels, range(1), rows, tiles), tiles.side, first))
+        if whole:
+            affinity = (query.reshape(-1, d) @ feats[0].reshape(-1, d).T).view(1, *query.shape[:2], -1)
+            blocks.append((affinity, labels[0].reshape(1, 1, -1, c), tiles.w, whole))
+        grid = tiles.untile(_combine(blocks, config), rows)
+        top = rows.start * _TILE
+        labels[t, top:top + grid.shape[0]] = grid
+        padded_labels[t, tiles.reach + top:tiles.reach + top + grid.shape[0], tiles.reach:tiles.reach + tiles.w] = grid
 
 
 def propagate(features: torch.Tensor, first_labels: torch.Tensor, config: Config,
@@ -108,19 +200,10 @@ def propagate(features: torch.Tensor, first_labels: torch.Tensor, config: Config
     feats = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=-1)
     labels = torch.empty(t_count, h, w, first_labels.shape[-1], dtype=feats.dtype, device=features.device)
     labels[0] = first_labels
-    chunks = _chunks(h, w, config, features.device)
+    tiles = _Tiles(h, w, config, features.device, d)
+    padded, padded_labels = tiles.pad(feats), tiles.pad(labels[:1].expand(t_count, -1, -1, -1))
     for t in range(1, t_count):
-        context = _context(t, config)
-        for rows, band, allowed in chunks:
-            query = feats[t, rows.start:rows.stop].reshape(-1, d)
-            blocks = []
-            for (frame, windowed), copies in context.items():
-                span = slice(band.start, band.stop) if windowed else slice(None)
-                affinity = query @ feats[frame, span].reshape(-1, d).T
-                if windowed:
-                    affinity.masked_fill_(~allowed, -torch.inf)
-                blocks.append((affinity, labels[frame, span].reshape(-1, labels.shape[-1]), copies))
-            labels[t, rows.start:rows.stop] = _combine(blocks, config).view(len(rows), w, -1)
+        _predict(t, feats, padded, labels, padded_labels, tiles, config)
         if done is not None:
             done(1)
     return labels

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import positive_ints, sorted_unique
+from .settings import as_floats
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,4 @@ class Config:
         """k sorted without duplicates, temperature as a float (so equal settings hash equally)."""
         if "k" in raw:
             raw["k"] = sorted_unique(raw["k"])
-        if isinstance(raw.get("temperature"), int) and not isinstance(raw["temperature"], bool):
-            raw["temperature"] = float(raw["temperature"])
-        return raw
+        return as_floats(raw, ("temperature",))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from .settings import expand_preset, preset_of
+from .settings import as_floats, expand_preset, preset_of
 
 WINDOWS = ("disc", "square")
 DOWNSAMPLES = ("bilinear", "nearest")
@@ -66,9 +66,7 @@ class Config:
         numbers as floats, and name the preset the settings amount to ('custom' for none): equal settings hash
         equally, and a record's preset always means its reference's settings."""
         raw = expand_preset(raw, raw.pop("preset", None), PRESETS)
-        for key in ("temperature", "radius", "boundary_threshold"):
-            if isinstance(raw.get(key), int) and not isinstance(raw[key], bool):
-                raw[key] = float(raw[key])
+        raw = as_floats(raw, ("temperature", "radius", "boundary_threshold"))
         raw["preset"] = preset_of({**_DEFAULTS, **raw}, PRESETS)
         return raw
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from .settings import expand_preset, finite, preset_of, whole
+from .settings import as_floats, expand_preset, finite, preset_of, whole
 
 EVALUATIONS = ("thumos14", "activitynet")  # which official tIoU thresholds the mAP averages over
 RANGES = ((0.0, 4.0), (4.0, 8.0), (8.0, 16.0), (16.0, 32.0), (32.0, 64.0), (64.0, 10000.0))
@@ -126,10 +126,7 @@ no point buffer, max_buffer_len_factor: positions are made for any length); segm
             raw["regression_ranges"] = tuple(tuple(float(v) for v in pair) for pair in raw["regression_ranges"])
         if "crop_ratio" in raw:
             raw["crop_ratio"] = tuple(float(v) for v in raw["crop_ratio"])
-        for key in _FLOATS:
-            if isinstance(raw.get(key), int) and not isinstance(raw[key], bool):
-                raw[key] = float(raw[key])
-        raw = expand_preset(raw, name, PRESETS)
+        raw = expand_preset(as_floats(raw, _FLOATS), name, PRESETS)
         raw["preset"] = preset_of({**_DEFAULTS, **raw}, PRESETS)
         return raw
 

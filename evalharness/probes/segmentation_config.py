@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .settings import finite, whole
+from .settings import as_floats, finite, whole
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,7 @@ padding never reaches a valid frame (MS-TCN trains one video a batch, where all 
         """Lists as tuples and whole numbers of the float settings as floats, so equal settings hash equally."""
         if isinstance(raw.get("seeds"), list):
             raw["seeds"] = tuple(raw["seeds"])
-        for key in ("dropout", "lr", "smoothing_weight", "smoothing_clamp"):
-            if isinstance(raw.get(key), int) and not isinstance(raw[key], bool):
-                raw[key] = float(raw[key])
-        return raw
+        return as_floats(raw, ("dropout", "lr", "smoothing_weight", "smoothing_clamp"))
 
     def __post_init__(self) -> None:
         for name, low in (("stages", 1), ("layers", 1), ("channels", 1), ("epochs", 1), ("batch_size", 1),

@@ -18,6 +18,14 @@ def finite(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def as_floats(raw: dict, keys) -> dict:
+    """Whole numbers given for the float settings `keys` written as floats, so that equal settings hash equally."""
+    for key in keys:
+        if isinstance(raw.get(key), int) and not isinstance(raw[key], bool):
+            raw[key] = float(raw[key])
+    return raw
+
+
 def preset_of(settings: dict, presets: dict[str, dict]) -> str:
     """The preset whose settings these are, or 'custom'."""
     for name, preset in presets.items():

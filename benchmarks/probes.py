@@ -14,8 +14,9 @@ torch and faiss each carry, threads), since which library is fastest depends on 
 - Linear, the probe's whole C sweep (25 values, 1e-6 to 1e6) and the refit at the chosen C. Floor: one loss and
   gradient evaluation (its two matrix products) on the fit split per fit, i.e. 26 of them: ours / floor is how
   many gradient evaluations a fit costs on average. Anchor: scikit-learn `LogisticRegression(lbfgs,
-  warm_start=True)` over the same grid, split and standardisation (`--with sklearn_linear_cold` adds one fit per C
-  from scratch, as most evaluation scripts do; slow).
+  warm_start=True)` over the same grid and split, with StandardScaler on the fit split for the sweep and on all of
+  train for the refit, timed like ours from the split to the test's score (`--with linear_sklearn_cold` adds one
+  fit per C from scratch, as most evaluation scripts do; slow).
 - Label propagation (size `davis`, the real DAVIS-2016 sequences of ../shared/realdata at 480p, stride-8 grid,
   D = 64; see benchmarks/labelprop.py): ours with the crw preset, CRW's own propagation code (the tests' copy),
   and the floor, GEMMs of exactly the multiply-adds propagation needs.
@@ -184,17 +185,27 @@ def linear_floor(size: str, device: str) -> dict:
 
 
 def linear_sklearn(size: str, device: str, warm: bool = True) -> dict:
+    """scikit-learn over the probe's protocol, timed from the same point as ours: the same split of train, a
+    StandardScaler fitted on the fit split for the sweep and on all of train for the refit, the test scored."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
-    x, y, xt, yt, fit, val = _standardised_split(size)
+    from evalharness.probes.common import stratified_split
+
+    (x, y), (xt, yt) = make_data(**SIZES[size])
     start = time.perf_counter()
+    fit, val = stratified_split(y, 0.1, 0)
+    scaler = StandardScaler().fit(x[fit])
+    x_fit, x_val = scaler.transform(x[fit]), scaler.transform(x[val])
     grid = np.logspace(C_GRID["log10_min"], C_GRID["log10_max"], C_GRID["steps"])
     model, scores = LogisticRegression(max_iter=1000, warm_start=warm), []
     for c in grid:
         model = model.set_params(C=float(c)) if warm else LogisticRegression(C=float(c), max_iter=1000)
-        scores.append(float(model.fit(x[fit], y[fit]).score(x[val], y[val])))
+        scores.append(float(model.fit(x_fit, y[fit]).score(x_val, y[val])))
     best = float(grid[int(np.argmax(scores))])
-    accuracy = float(LogisticRegression(C=best, max_iter=1000).fit(x, y).score(xt, yt))
+    scaler = StandardScaler().fit(x)
+    refit = LogisticRegression(C=best, max_iter=1000).fit(scaler.transform(x), y)
+    accuracy = float(refit.score(scaler.transform(xt), yt))
     return {"seconds": time.perf_counter() - start, "accuracy": accuracy, "C": best}
 
 

@@ -496,13 +496,15 @@ CUSTOM = [
 ]
 
 
+@pytest.mark.parametrize("frames_per_block", ["one", "all"])
 @pytest.mark.parametrize("settings", CUSTOM, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
-def test_tiled_propagation_equals_the_direct_masked_computation(settings, monkeypatch):
+def test_tiled_propagation_equals_the_direct_masked_computation(settings, frames_per_block, monkeypatch):
     # an 11 x 19 grid, 6 frames: windows cut by every edge of the grid and of its 8 x 8 tiles (radius 12 reaches past
-    # the whole grid); context 0, shorter and longer than the video; a step of one tile row at a time (the smallest)
+    # the whole grid); context 0, shorter and longer than the video (the ring of context frames wraps); blocks of one
+    # context frame, or of as many consecutive ring slots as there are
     import evalharness.probes.labelprop as labelprop
 
-    monkeypatch.setattr(labelprop, "_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(labelprop, "_BLOCK_ELEMENTS", 1 if frames_per_block == "one" else 1 << 30)
     gen = torch.Generator().manual_seed(1)
     feats = torch.randn(6, 11, 19, 8, generator=gen, dtype=torch.float64)
     first = torch.softmax(3 * torch.randn(11, 19, 3, generator=gen, dtype=torch.float64), -1)
@@ -510,3 +512,19 @@ def test_tiled_propagation_equals_the_direct_masked_computation(settings, monkey
     got = propagate(feats, first, config)
     assert torch.allclose(got, direct_propagation(feats, first, config), rtol=0, atol=1e-12)
     assert not torch.allclose(got[1:], first.expand(5, -1, -1, -1), atol=1e-3)  # the labels do move
+
+
+def test_every_tied_affinity_counts_as_dino_counts_it(monkeypatch):
+    # features drawn from 3 unit vectors of +-1/2 entries, so every affinity is a multiple of 1/4, exact in any order of
+    # summation: dozens of equal affinities at every k-th, more than the candidates a block keeps beyond its top k, so
+    # the weights of those rows come from all of the block's affinities
+    import evalharness.probes.labelprop as labelprop
+
+    monkeypatch.setattr(labelprop, "_TIE_ROOM", 2)
+    gen = torch.Generator().manual_seed(2)
+    palette = F.pad(torch.randn(3, 4, generator=gen, dtype=torch.float64).sign() / 2, (0, 4))
+    feats = palette[torch.randint(3, (6, 11, 19), generator=gen)]
+    first = torch.softmax(3 * torch.randn(11, 19, 3, generator=gen, dtype=torch.float64), -1)
+    config = build_config("labelprop", {"preset": "dino"})
+    assert torch.allclose(propagate(feats, first, config), direct_propagation(feats, first, config), rtol=0,
+                          atol=1e-12)

@@ -8,13 +8,16 @@ ajabri/videowalk code/test.py as its README runs it for 67.6 J&F) and `dino` (Ca
 eval_video_segmentation.py); the tests compare masks with line-by-line copies of both. Every setting the two differ
 in is a field of `Config`, so the probe hash covers it. Features are read one video at a time; affinities are computed
 for tiles of 8 x 8 target positions against the patch of context positions their windows reach (frame 0 searched whole
-against all of it), a few tile rows at a time, and the top k of the joint context is merged from each block's.
+against all of it), a tile row at a time, in blocks of consecutive context frames, each reduced to its top k at once;
+the top k of the joint context is merged from the blocks'. The context frames are kept as column bands in a ring, so
+that each patch is read in place.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +33,14 @@ from .base import ProbeOutcome
 from .common import ProbeInput
 from .labelprop_config import Config
 
-# the most affinities and gathered context features held at once, about 64 MB in float32
-_CHUNK_ELEMENTS = 1 << 24
+# the most affinities one product writes, 32 MB in float32 (of 1/2/4/8/16/32/128 MB, fastest on a 2-core AMD EPYC with
+# 32 MB of L3: the top-k pass reads the block while it is still in the cache)
+_BLOCK_ELEMENTS = 1 << 23
 # target positions are taken in tiles of _TILE x _TILE, each against the context positions its windows can reach
 _TILE = 8
+# with keep_ties, candidates kept per block beyond the k-th for the ties at it (rows with more are recomputed from the
+# whole block; 2-4 were fastest on real DAVIS frames, 0 forces that for every row)
+_TIE_ROOM = 4
 
 
 def _context(t: int, config: Config) -> tuple[range, int, int]:
@@ -47,59 +54,102 @@ def _context(t: int, config: Config) -> tuple[range, int, int]:
     return previous, pads, 1
 
 
-class _Tiles:
-    """The tiling of an h x w grid: maps padded by `reach` (the window's reach) on every side and to whole tiles, the
-    tile rows a step takes, and which positions of its tile's patch (the tile plus `reach` around it) each target
-    position may use. Windowed affinities are products of a tile's targets with its patch, not with whole rows."""
+def _window(dy: torch.Tensor, dx: torch.Tensor, config: Config) -> torch.Tensor:
+    """Whether a target position may use the context position at grid offset (dy, dx) from it."""
+    if config.window == "disc":
+        return (dy * dy + dx * dx).float() ** 0.5 < config.radius
+    return (dy.abs() <= config.radius) & (dx.abs() <= config.radius)
 
-    def __init__(self, h: int, w: int, config: Config, device: torch.device, depth: int) -> None:
-        self.h, self.w, self.reach = h, w, math.floor(config.radius)
+
+def _reach(config: Config, extent: int) -> int:
+    """The largest offset along one axis of the grid that the window admits, at most `extent` (no position of a
+    grid is further from another)."""
+    limit = extent if config.radius > extent else math.ceil(config.radius)
+    offsets = torch.arange(-limit, limit + 1)
+    admitted = offsets[_window(offsets, torch.zeros_like(offsets), config)]
+    return int(admitted.abs().max()) if len(admitted) else 0
+
+
+class _Tiles:
+    """The tiling of an h x w grid. A tile's patch is the tile and `reach` positions around it: every position its
+    targets' windows can reach. Maps are kept as column bands (a tile column's patch columns, all rows, padded by
+    `reach`) so that each tile's patch is one contiguous block and a tile row's patches in consecutive frames are one
+    strided batch for the product; `bias` is 0 where a target position may use a patch position and -inf elsewhere."""
+
+    def __init__(self, h: int, w: int, config: Config, device: torch.device, dtype: torch.dtype) -> None:
+        self.h, self.w, self.reach = h, w, _reach(config, max(h, w) - 1)
         self.rows, self.cols = -(-h // _TILE), -(-w // _TILE)
         self.side = _TILE + 2 * self.reach
         offsets = torch.arange(self.side, device=device) - self.reach
         inner = torch.arange(_TILE, device=device)
         dy = (inner[:, None, None, None] - offsets[None, None, :, None]).expand(_TILE, _TILE, self.side, self.side)
         dx = (inner[None, :, None, None] - offsets[None, None, None, :]).expand(_TILE, _TILE, self.side, self.side)
-        if config.window == "disc":
-            window = (dy * dy + dx * dx).float() ** 0.5 < config.radius
-        else:
-            window = (dy.abs() <= config.radius) & (dx.abs() <= config.radius)
+        window = _window(dy, dx, config)
         y = torch.arange(self.rows, device=device)[:, None] * _TILE + offsets
         x = torch.arange(self.cols, device=device)[:, None] * _TILE + offsets
         inside = ((y >= 0) & (y < h))[:, None, :, None] & ((x >= 0) & (x < w))[None, :, None, :]
-        self.excluded = ~(window.reshape(1, _TILE * _TILE, -1) & inside.reshape(self.rows * self.cols, 1, -1))
-        whole = 0 if config.restrict_first else 1
-        patches = (config.context + 1) * self.side ** 2
-        per_row = self.cols * (_TILE * _TILE * (whole * h * w + patches) + patches * depth)
-        self.step = max(1, _CHUNK_ELEMENTS // per_row)
+        allowed = window.reshape(1, _TILE * _TILE, -1) & inside.reshape(self.rows * self.cols, 1, -1)
+        self.bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, -torch.inf)
+        self.frames = max(1, _BLOCK_ELEMENTS // (self.cols * _TILE * _TILE * self.side ** 2))
 
-    def pad(self, maps: torch.Tensor) -> torch.Tensor:
-        """(T, h, w, C) -> (T, reach + rows * _TILE + reach, ..., C), zero outside the grid."""
-        out = maps.new_zeros(maps.shape[0], self.rows * _TILE + 2 * self.reach, self.cols * _TILE + 2 * self.reach,
-                             maps.shape[-1])
-        out[:, self.reach:self.reach + self.h, self.reach:self.reach + self.w] = maps
-        return out
+    def bands(self, count: int, channels: int, like: torch.Tensor) -> torch.Tensor:
+        """Room for the column bands of `count` maps: (count, cols, reach + rows * _TILE + reach, side, channels)."""
+        return like.new_zeros(count, self.cols, self.rows * _TILE + 2 * self.reach, self.side, channels)
 
-    def targets(self, padded: torch.Tensor, rows: range) -> torch.Tensor:
-        """The target positions of the tiles in tile rows `rows` of one padded frame: (tiles, _TILE * _TILE, C)."""
-        inner = padded[self.reach + rows.start * _TILE:self.reach + rows.stop * _TILE, self.reach:-self.reach or None]
-        tiles = inner.reshape(len(rows), _TILE, self.cols, _TILE, -1).transpose(1, 2)
-        return tiles.reshape(len(rows) * self.cols, _TILE * _TILE, -1)
+    def to_bands(self, grid: torch.Tensor, out: torch.Tensor) -> None:
+        """Write one map (h, w, C) into `out` (one map's column bands), zero outside the grid."""
+        padded = grid.new_zeros(out.shape[1], self.cols * _TILE + 2 * self.reach, grid.shape[-1])
+        padded[self.reach:self.reach + self.h, self.reach:self.reach + self.w] = grid
+        row, col, channel = padded.stride()
+        out.copy_(padded.as_strided(out.shape, (_TILE * col, row, col, channel)))
 
-    def patches(self, padded: torch.Tensor, frames: range, rows: range) -> torch.Tensor:
-        """The patches of the tiles in tile rows `rows` of padded frames: (frames, tiles, side * side, C)."""
-        frame_stride, row_stride, col_stride, channel_stride = padded.stride()
-        view = padded.as_strided((padded.shape[0], self.rows, self.cols, self.side, self.side, padded.shape[-1]),
-                                 (frame_stride, _TILE * row_stride, _TILE * col_stride, row_stride, col_stride,
-                                  channel_stride))
-        chosen = view[frames.start:frames.stop, rows.start:rows.stop]
-        return chosen.reshape(len(frames), len(rows) * self.cols, self.side ** 2, padded.shape[-1])
+    def patches(self, bands: torch.Tensor, row: int) -> torch.Tensor:
+        """The patches of tile row `row` in consecutive maps' bands (F, cols, height, side, C), without copying:
+        (F, cols, side * side, C)."""
+        chosen = bands[:, :, row * _TILE:row * _TILE + self.side]
+        return chosen.reshape(bands.shape[0], self.cols, self.side ** 2, bands.shape[-1])
 
-    def untile(self, tiles: torch.Tensor, rows: range) -> torch.Tensor:
-        """(tiles, _TILE * _TILE, C) of the tile rows `rows` -> their grid rows (at most len(rows) * _TILE, w, C)."""
-        grid = tiles.reshape(len(rows), self.cols, _TILE, _TILE, -1).transpose(1, 2).reshape(
-            len(rows) * _TILE, self.cols * _TILE, -1)
-        return grid[:self.h - rows.start * _TILE, :self.w]
+    def targets(self, bands: torch.Tensor, row: int) -> torch.Tensor:
+        """The target positions of tile row `row` of one map's bands (cols, height, side, C): (cols, _TILE ** 2, C)."""
+        top = self.reach + row * _TILE
+        inner = bands[:, top:top + _TILE, self.reach:self.reach + _TILE]
+        return inner.reshape(self.cols, _TILE * _TILE, bands.shape[-1])
+
+    def untile(self, tiles: torch.Tensor, row: int) -> torch.Tensor:
+        """(cols, _TILE * _TILE, C) of tile row `row` -> its grid rows (at most _TILE, w, C)."""
+        grid = tiles.reshape(self.cols, _TILE, _TILE, -1).transpose(0, 1).reshape(_TILE, self.cols * _TILE, -1)
+        return grid[:self.h - row * _TILE, :self.w]
+
+
+@dataclass
+class _Bands:
+    """Column bands of the maps propagation reads: the feature and label maps of the previous frames in a ring
+    (frame f in slot f % slots) and of frame 0."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    first_features: torch.Tensor
+    first_labels: torch.Tensor
+
+
+def _runs(frames: range, slots: int, most: int) -> list[slice]:
+    """The ring slots of consecutive frames, as runs of consecutive slots at most `most` long."""
+    runs, frame = [], frames.start
+    while frame < frames.stop:
+        start = frame % slots
+        length = min(most, frames.stop - frame, slots - start)
+        runs.append(slice(start, start + length))
+        frame += length
+    return runs
+
+
+def _group_max(values: torch.Tensor, group: int) -> torch.Tensor:
+    """The maxima of consecutive groups of `group` along the last axis: (..., m) -> (..., m // group). A reduction
+    vectorises along its axis, so it suits long groups; short ones are max-pooled, which vectorises across them."""
+    if group >= 64:
+        return values.unflatten(-1, (-1, group)).amax(-1)
+    pooled = F.max_pool1d(values.reshape(-1, 1, values.shape[-1]), group, group)
+    return pooled.view(*values.shape[:-1], -1)
 
 
 def _top(affinity: torch.Tensor, group: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +163,7 @@ def _top(affinity: torch.Tensor, group: int, k: int) -> tuple[torch.Tensor, torc
     if m % group or frames * (m // group) <= 2 * k:
         return affinity.permute(1, 2, 0, 3).reshape(batch, n, frames * m).topk(k, dim=-1)
     groups = m // group
-    maxima = affinity.view(frames, batch, n, groups, group).amax(-1).permute(1, 2, 0, 3).reshape(batch, n, -1)
+    maxima = _group_max(affinity, group).permute(1, 2, 0, 3).reshape(batch, n, -1)
     best = maxima.topk(k, dim=-1).indices
     frame, within = best // groups, best % groups
     target = torch.arange(batch * n, device=affinity.device).view(batch, n, 1)
@@ -134,25 +184,59 @@ def _labels_at(labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return labels.reshape(-1, c).index_select(0, ((frame * shared + tile) * m + position).flatten()).view(*index.shape, c)
 
 
-def _combine(blocks: list[tuple[torch.Tensor, torch.Tensor, int, int]], config: Config) -> torch.Tensor:
-    """Labels (B, n, C) of B x n target positions from blocks of (affinities (F, B, n, m) to F context frames'
-    positions, -inf where the window excludes them; their labels (F, B or 1, m, C); groups of positions for `_top`;
-    how many times each frame of the block counts). The top k of all blocks together, from each block's top k: exactly
-    k softmaxed (CRW), or every affinity at least the k-th, weighted exp(a / T) / sum (DINO)."""
-    tops = [_top(affinity, group, config.topk) for affinity, _, group, _ in blocks]
-    values = torch.cat([values for (values, _), block in zip(tops, blocks, strict=True) for _ in range(block[-1])], -1)
+@dataclass
+class _Block:
+    """One product's share of the targets' joint context: its top k (B, n, k) and where they are, its affinities
+    (F, B, n, m; kept only where every affinity at least the k-th counts), the labels of its positions (F, B or 1,
+    m, C) and how many times each of its frames counts."""
+
+    values: torch.Tensor
+    index: torch.Tensor
+    affinity: torch.Tensor | None
+    labels: torch.Tensor
+    copies: int
+
+
+def _block(affinity: torch.Tensor, labels: torch.Tensor, group: int, copies: int, config: Config) -> _Block:
+    """A block of affinities (-inf where the window excludes a position) reduced to its top k at once, while they
+    are still in the cache; where every affinity at least the k-th counts, _TIE_ROOM more, for ties."""
+    values, index = _top(affinity, group, config.topk + (_TIE_ROOM if config.keep_ties else 0))
+    return _Block(values, index, affinity if config.keep_ties else None, labels, copies)
+
+
+def _tied_weights(block: _Block, least: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block's sums of weights exp(a / T), those under `least` (B, n, 1) counting 0, and of weighted labels: (B, n,
+    1), (B, n, C). From its top candidates, except in rows where even the last candidate counts (more may follow it):
+    there from all of the block's affinities."""
+    weights = torch.exp(block.values / temperature)
+    weights.masked_fill_(weights < least, 0)
+    total = weights.sum(-1, keepdim=True)
+    weighted = (weights.unsqueeze(-2) @ _labels_at(block.labels, block.index)).squeeze(-2)
+    frames, _, _, m = block.affinity.shape
+    full = weights[..., -1] > 0
+    if block.values.shape[-1] < frames * m and full.any():
+        rows = full.nonzero(as_tuple=True)
+        dense = torch.exp(block.affinity[:, rows[0], rows[1]] / temperature)
+        dense.masked_fill_(dense < least[rows], 0)
+        labels = block.labels[:, rows[0]] if block.labels.shape[1] > 1 else block.labels[:, 0, None]
+        total[rows] = dense.sum(-1).sum(0)[:, None]
+        weighted[rows] = (dense.unsqueeze(-2) @ labels).sum(0).squeeze(-2)
+    return total, weighted
+
+
+def _combine(blocks: list[_Block], config: Config) -> torch.Tensor:
+    """Labels (B, n, C) of B x n target positions from their blocks. The top k of all blocks together, from each
+    block's top k: exactly k softmaxed (CRW), or every affinity at least the k-th, weighted exp(a / T) / sum (DINO)."""
+    values = torch.cat([block.values for block in blocks for _ in range(block.copies)], -1)
     k = min(config.topk, values.shape[-1])
     if config.keep_ties:
         least = torch.exp(values.topk(k, dim=-1).values[..., -1:] / config.temperature)
-        total, weighted = 0, 0
-        for affinity, labels, _, copies in blocks:
-            weights = torch.exp(affinity / config.temperature)
-            weights.masked_fill_(weights < least, 0)
-            total = total + copies * weights.sum(-1, keepdim=True).sum(0)
-            weighted = weighted + copies * (weights @ labels).sum(0)
+        sums = [_tied_weights(block, least, config.temperature) for block in blocks]
+        total = sum(block.copies * part for block, (part, _) in zip(blocks, sums, strict=True))
+        weighted = sum(block.copies * part for block, (_, part) in zip(blocks, sums, strict=True))
         return weighted / total
-    picked = [_labels_at(labels, index) for (_, index), (_, labels, _, _) in zip(tops, blocks, strict=True)]
-    labels = torch.cat([at for at, block in zip(picked, blocks, strict=True) for _ in range(block[-1])], -2)
+    picked = [_labels_at(block.labels, block.index) for block in blocks]
+    labels = torch.cat([at for at, block in zip(picked, blocks, strict=True) for _ in range(block.copies)], -2)
     batch = values.shape[:-1]
     top, index = (values.reshape(-1, values.shape[-1]) / config.temperature).topk(k, dim=1)
     labels = labels.reshape(-1, *labels.shape[-2:])
@@ -160,35 +244,35 @@ def _combine(blocks: list[tuple[torch.Tensor, torch.Tensor, int, int]], config: 
     return (torch.softmax(top, dim=1).unsqueeze(-1) * chosen).sum(1).reshape(*batch, -1)
 
 
-def _windowed(query: torch.Tensor, padded: torch.Tensor, padded_labels: torch.Tensor, frames: range, rows: range,
-              tiles: _Tiles) -> tuple[torch.Tensor, torch.Tensor]:
-    """The affinities (F, tiles, _TILE * _TILE, side * side) of the targets of the tiles in tile rows `rows` to their
-    patches in F consecutive frames, -inf outside their windows, and the patches' labels (F, tiles, side * side, C)."""
-    affinity = query @ tiles.patches(padded, frames, rows).transpose(-1, -2)
-    affinity.masked_fill_(tiles.excluded[rows.start * tiles.cols:rows.stop * tiles.cols], -torch.inf)
-    return affinity, tiles.patches(padded_labels, frames, rows)
+def _windowed(query: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, row: int, tiles: _Tiles,
+              copies: int, config: Config) -> _Block:
+    """The block of the targets `query` (cols, _TILE ** 2, D) of tile row `row` against their patches in the bands
+    of F consecutive frames (F, cols, height, side, D) with their labels' bands."""
+    affinity = torch.matmul(query, tiles.patches(features, row).transpose(-1, -2))
+    affinity += tiles.bias[row * tiles.cols:(row + 1) * tiles.cols]
+    return _block(affinity, tiles.patches(labels, row), tiles.side, copies, config)
 
 
-def _predict(t: int, feats: torch.Tensor, padded: torch.Tensor, labels: torch.Tensor, padded_labels: torch.Tensor,
-             tiles: _Tiles, config: Config) -> None:
-    """Frame t's soft labels into `labels` and `padded_labels`, a step of tile rows at a time: the previous frames
-    against each tile's patch in one batched product, frame 0 windowed (counted `first` times) in another, frame 0
-    searched whole against all of it."""
+def _predict(t: int, feats: torch.Tensor, labels: torch.Tensor, bands: _Bands, tiles: _Tiles, config: Config) -> None:
+    """Frame t's soft labels into `labels` and its bands into the ring, a tile row at a time: the previous frames
+    against each tile's patch in blocks of consecutive ring slots, frame 0 windowed (counted `first` times) in
+    another, frame 0 searched whole against all of it."""
     previous, first, whole = _context(t, config)
+    slots = bands.features.shape[0]
+    tiles.to_bands(feats[t], bands.features[t % slots])
+    runs = _runs(previous, slots, tiles.frames)
     d, c = feats.shape[-1], labels.shape[-1]
-    for start in range(0, tiles.rows, tiles.step):
-        rows = range(start, min(tiles.rows, start + tiles.step))
-        query = tiles.targets(padded[t], rows)
-        blocks = [(*_windowed(query, padded, padded_labels, previous, rows, tiles), tiles.side, 1)]
+    for row in range(tiles.rows):
+        query = tiles.targets(bands.features[t % slots], row)
+        blocks = [_windowed(query, bands.features[run], bands.labels[run], row, tiles, 1, config) for run in runs]
         if first:
-            blocks.append((*_windowed(query, padded, padded_labels, range(1), rows, tiles), tiles.side, first))
+            blocks.append(_windowed(query, bands.first_features, bands.first_labels, row, tiles, first, config))
         if whole:
             affinity = (query.reshape(-1, d) @ feats[0].reshape(-1, d).T).view(1, *query.shape[:2], -1)
-            blocks.append((affinity, labels[0].reshape(1, 1, -1, c), tiles.w, whole))
-        grid = tiles.untile(_combine(blocks, config), rows)
-        top = rows.start * _TILE
-        labels[t, top:top + grid.shape[0]] = grid
-        padded_labels[t, tiles.reach + top:tiles.reach + top + grid.shape[0], tiles.reach:tiles.reach + tiles.w] = grid
+            blocks.append(_block(affinity, labels[0].reshape(1, 1, -1, c), tiles.w, whole, config))
+        grid = tiles.untile(_combine(blocks, config), row)
+        labels[t, row * _TILE:row * _TILE + grid.shape[0]] = grid
+    tiles.to_bands(labels[t], bands.labels[t % slots])
 
 
 def propagate(features: torch.Tensor, first_labels: torch.Tensor, config: Config,
@@ -197,13 +281,18 @@ def propagate(features: torch.Tensor, first_labels: torch.Tensor, config: Config
     context for the frames after it, soft, as both references feed it back. Computed in float32 (float64 features:
     in float64). `done(1)` is called after each predicted frame (a progress bar's update)."""
     t_count, h, w, d = features.shape
+    c = first_labels.shape[-1]
     feats = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=-1)
-    labels = torch.empty(t_count, h, w, first_labels.shape[-1], dtype=feats.dtype, device=features.device)
+    labels = torch.empty(t_count, h, w, c, dtype=feats.dtype, device=features.device)
     labels[0] = first_labels
-    tiles = _Tiles(h, w, config, features.device, d)
-    padded, padded_labels = tiles.pad(feats), tiles.pad(labels[:1].expand(t_count, -1, -1, -1))
+    tiles = _Tiles(h, w, config, features.device, feats.dtype)
+    slots = min(config.context + 1, t_count)
+    bands = _Bands(tiles.bands(slots, d, feats), tiles.bands(slots, c, feats), tiles.bands(1, d, feats),
+                   tiles.bands(1, c, feats))
+    tiles.to_bands(feats[0], bands.first_features[0])
+    tiles.to_bands(labels[0], bands.first_labels[0])
     for t in range(1, t_count):
-        _predict(t, feats, padded, labels, padded_labels, tiles, config)
+        _predict(t, feats, labels, bands, tiles, config)
         if done is not None:
             done(1)
     return labels

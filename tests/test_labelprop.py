@@ -462,7 +462,7 @@ def direct_propagation(feats, first, config):
     y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     dy, dx = y.reshape(-1, 1) - y.reshape(1, -1), x.reshape(-1, 1) - x.reshape(1, -1)
     if config.window == "disc":
-        window = (dy * dy + dx * dx).double().sqrt() < config.radius
+        window = (dy * dy + dx * dx).float() ** 0.5 < config.radius  # in float32, as CRW's MaskedAttention compares
     else:
         window = (dy.abs() <= config.radius) & (dx.abs() <= config.radius)
     labels = [first.reshape(h * w, -1)]

@@ -33,7 +33,7 @@ from .base import ProbeOutcome
 from .common import ProbeInput
 from .labelprop_config import Config
 
-# the most affinities one product writes, 32 MB in float32 (of 1/2/4/8/16/32/128 MB, fastest on a 2-core AMD EPYC with
+# the most affinities one product writes, 32 MB in float32 (of 8/16/32/64/128/512 MB, fastest on a 2-core AMD EPYC with
 # 32 MB of L3: the top-k pass reads the block while it is still in the cache)
 _BLOCK_ELEMENTS = 1 << 23
 # target positions are taken in tiles of _TILE x _TILE, each against the context positions its windows can reach
@@ -71,48 +71,53 @@ def _reach(config: Config, extent: int) -> int:
 
 
 class _Tiles:
-    """The tiling of an h x w grid. A tile's patch is the tile and `reach` positions around it: every position its
-    targets' windows can reach. Maps are kept as column bands (a tile column's patch columns, all rows, padded by
-    `reach`) so that each tile's patch is one contiguous block and a tile row's patches in consecutive frames are one
-    strided batch for the product; `bias` is 0 where a target position may use a patch position and -inf elsewhere."""
+    """The tiling of an h x w grid. A tile's patch is the tile and the window's reach around it (along each axis at
+    most the grid's extent): every position its targets' windows can reach. Maps are kept as column bands (a tile
+    column's patch columns, all rows, padded by the reach) so that each tile's patch is one contiguous block and a tile
+    row's patches in consecutive frames are one strided batch for the product; `bias` is 0 where a target position
+    may use a patch position and -inf elsewhere."""
 
     def __init__(self, h: int, w: int, config: Config, device: torch.device, dtype: torch.dtype) -> None:
-        self.h, self.w, self.reach = h, w, _reach(config, max(h, w) - 1)
+        self.h, self.w = h, w
+        self.down, self.across = _reach(config, h - 1), _reach(config, w - 1)
         self.rows, self.cols = -(-h // _TILE), -(-w // _TILE)
-        self.side = _TILE + 2 * self.reach
-        offsets = torch.arange(self.side, device=device) - self.reach
+        self.patch_rows, self.patch_cols = _TILE + 2 * self.down, _TILE + 2 * self.across
+        ys = torch.arange(self.patch_rows, device=device) - self.down
+        xs = torch.arange(self.patch_cols, device=device) - self.across
         inner = torch.arange(_TILE, device=device)
-        dy = (inner[:, None, None, None] - offsets[None, None, :, None]).expand(_TILE, _TILE, self.side, self.side)
-        dx = (inner[None, :, None, None] - offsets[None, None, None, :]).expand(_TILE, _TILE, self.side, self.side)
+        shape = (_TILE, _TILE, self.patch_rows, self.patch_cols)
+        dy = (inner[:, None, None, None] - ys[None, None, :, None]).expand(shape)
+        dx = (inner[None, :, None, None] - xs[None, None, None, :]).expand(shape)
         window = _window(dy, dx, config)
-        y = torch.arange(self.rows, device=device)[:, None] * _TILE + offsets
-        x = torch.arange(self.cols, device=device)[:, None] * _TILE + offsets
+        y = torch.arange(self.rows, device=device)[:, None] * _TILE + ys
+        x = torch.arange(self.cols, device=device)[:, None] * _TILE + xs
         inside = ((y >= 0) & (y < h))[:, None, :, None] & ((x >= 0) & (x < w))[None, :, None, :]
         allowed = window.reshape(1, _TILE * _TILE, -1) & inside.reshape(self.rows * self.cols, 1, -1)
         self.bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, -torch.inf)
-        self.frames = max(1, _BLOCK_ELEMENTS // (self.cols * _TILE * _TILE * self.side ** 2))
+        self.frames = max(1, _BLOCK_ELEMENTS // (self.cols * _TILE * _TILE * self.patch_rows * self.patch_cols))
 
     def bands(self, count: int, channels: int, like: torch.Tensor) -> torch.Tensor:
-        """Room for the column bands of `count` maps: (count, cols, reach + rows * _TILE + reach, side, channels)."""
-        return like.new_zeros(count, self.cols, self.rows * _TILE + 2 * self.reach, self.side, channels)
+        """Room for the column bands of `count` maps: (count, cols, down + rows * _TILE + down, patch_cols, channels)."""
+        return like.new_zeros(count, self.cols, self.rows * _TILE + 2 * self.down, self.patch_cols, channels)
 
     def to_bands(self, grid: torch.Tensor, out: torch.Tensor) -> None:
         """Write one map (h, w, C) into `out` (one map's column bands), zero outside the grid."""
-        padded = grid.new_zeros(out.shape[1], self.cols * _TILE + 2 * self.reach, grid.shape[-1])
-        padded[self.reach:self.reach + self.h, self.reach:self.reach + self.w] = grid
+        padded = grid.new_zeros(out.shape[1], self.cols * _TILE + 2 * self.across, grid.shape[-1])
+        padded[self.down:self.down + self.h, self.across:self.across + self.w] = grid
         row, col, channel = padded.stride()
         out.copy_(padded.as_strided(out.shape, (_TILE * col, row, col, channel)))
 
     def patches(self, bands: torch.Tensor, row: int) -> torch.Tensor:
-        """The patches of tile row `row` in consecutive maps' bands (F, cols, height, side, C), without copying:
-        (F, cols, side * side, C)."""
-        chosen = bands[:, :, row * _TILE:row * _TILE + self.side]
-        return chosen.reshape(bands.shape[0], self.cols, self.side ** 2, bands.shape[-1])
+        """The patches of tile row `row` in consecutive maps' bands (F, cols, height, patch_cols, C), without
+        copying: (F, cols, patch_rows * patch_cols, C)."""
+        chosen = bands[:, :, row * _TILE:row * _TILE + self.patch_rows]
+        return chosen.reshape(bands.shape[0], self.cols, self.patch_rows * self.patch_cols, bands.shape[-1])
 
     def targets(self, bands: torch.Tensor, row: int) -> torch.Tensor:
-        """The target positions of tile row `row` of one map's bands (cols, height, side, C): (cols, _TILE ** 2, C)."""
-        top = self.reach + row * _TILE
-        inner = bands[:, top:top + _TILE, self.reach:self.reach + _TILE]
+        """The target positions of tile row `row` of one map's bands (cols, height, patch_cols, C): (cols, _TILE ** 2,
+        C)."""
+        top = self.down + row * _TILE
+        inner = bands[:, top:top + _TILE, self.across:self.across + _TILE]
         return inner.reshape(self.cols, _TILE * _TILE, bands.shape[-1])
 
     def untile(self, tiles: torch.Tensor, row: int) -> torch.Tensor:
@@ -247,10 +252,10 @@ def _combine(blocks: list[_Block], config: Config) -> torch.Tensor:
 def _windowed(query: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, row: int, tiles: _Tiles,
               copies: int, config: Config) -> _Block:
     """The block of the targets `query` (cols, _TILE ** 2, D) of tile row `row` against their patches in the bands
-    of F consecutive frames (F, cols, height, side, D) with their labels' bands."""
+    of F consecutive frames (F, cols, height, patch_cols, D) with their labels' bands."""
     affinity = torch.matmul(query, tiles.patches(features, row).transpose(-1, -2))
     affinity += tiles.bias[row * tiles.cols:(row + 1) * tiles.cols]
-    return _block(affinity, tiles.patches(labels, row), tiles.side, copies, config)
+    return _block(affinity, tiles.patches(labels, row), tiles.patch_cols, copies, config)
 
 
 def _predict(t: int, feats: torch.Tensor, labels: torch.Tensor, bands: _Bands, tiles: _Tiles, config: Config) -> None:

@@ -528,3 +528,14 @@ def test_every_tied_affinity_counts_as_dino_counts_it(monkeypatch):
     config = build_config("labelprop", {"preset": "dino"})
     assert torch.allclose(propagate(feats, first, config), direct_propagation(feats, first, config), rtol=0,
                           atol=1e-12)
+
+
+def test_context_memory_stays_a_few_frames_however_large_the_window():
+    # a 480p grid: radius 12 keeps each context frame as column bands (30 x 30 patches, under 6x the frame); a window
+    # as large as the grid keeps each frame once, as it is (a patch would be larger than the frame)
+    from evalharness.probes.labelprop import _Tiles
+
+    frame = 60 * 106 * 4
+    for settings, most in (({"preset": "crw"}, 6 * frame), ({"preset": "custom", "radius": 200.0}, frame)):
+        tiles = _Tiles(60, 106, build_config("labelprop", settings), torch.device("cpu"), torch.float32)
+        assert tiles.bands(1, 4, torch.zeros(1)).numel() <= most

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -74,51 +75,78 @@ class _Tiles:
     """The tiling of an h x w grid. A tile's patch is the tile and the window's reach around it (along each axis at
     most the grid's extent): every position its targets' windows can reach. Maps are kept as column bands (a tile
     column's patch columns, all rows, padded by the reach) so that each tile's patch is one contiguous block and a tile
-    row's patches in consecutive frames are one strided batch for the product; `bias` is 0 where a target position
-    may use a patch position and -inf elsewhere."""
+    row's patches in consecutive frames are one strided batch for the product. Where a patch would be no smaller than
+    the grid (`whole`), every tile's patch is the whole map instead, kept as it is."""
 
     def __init__(self, h: int, w: int, config: Config, device: torch.device, dtype: torch.dtype) -> None:
-        self.h, self.w = h, w
+        self.h, self.w, self.config, self.device, self.dtype = h, w, config, device, dtype
         self.down, self.across = _reach(config, h - 1), _reach(config, w - 1)
         self.rows, self.cols = -(-h // _TILE), -(-w // _TILE)
         self.patch_rows, self.patch_cols = _TILE + 2 * self.down, _TILE + 2 * self.across
-        ys = torch.arange(self.patch_rows, device=device) - self.down
-        xs = torch.arange(self.patch_cols, device=device) - self.across
-        inner = torch.arange(_TILE, device=device)
-        shape = (_TILE, _TILE, self.patch_rows, self.patch_cols)
-        dy = (inner[:, None, None, None] - ys[None, None, :, None]).expand(shape)
-        dx = (inner[None, :, None, None] - xs[None, None, None, :]).expand(shape)
-        window = _window(dy, dx, config)
-        y = torch.arange(self.rows, device=device)[:, None] * _TILE + ys
-        x = torch.arange(self.cols, device=device)[:, None] * _TILE + xs
-        inside = ((y >= 0) & (y < h))[:, None, :, None] & ((x >= 0) & (x < w))[None, :, None, :]
-        allowed = window.reshape(1, _TILE * _TILE, -1) & inside.reshape(self.rows * self.cols, 1, -1)
-        self.bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, -torch.inf)
+        self.whole = self.patch_rows * self.patch_cols >= h * w
+        if self.whole:
+            self.down = self.across = 0
+            self.patch_rows, self.patch_cols = h, w
+        self.group = self.patch_cols
         self.frames = max(1, _BLOCK_ELEMENTS // (self.cols * _TILE * _TILE * self.patch_rows * self.patch_cols))
+        self.windowed = None if self.whole else self._bias(range(self.rows))
+
+    def _bias(self, rows: range) -> torch.Tensor:
+        """0 where a target position of the tiles in tile rows `rows` may use a position of its patch, -inf
+        elsewhere: (len(rows) * cols, _TILE ** 2, patch positions)."""
+        arange = partial(torch.arange, device=self.device)
+        top = arange(self.rows)[rows.start:rows.stop, None, None] * _TILE
+        left = arange(self.cols)[None, :, None] * _TILE
+        ty, tx = top + arange(_TILE).repeat_interleave(_TILE), left + arange(_TILE).repeat(_TILE)
+        sy = arange(self.patch_rows).repeat_interleave(self.patch_cols) - self.down
+        sx = arange(self.patch_cols).repeat(self.patch_rows) - self.across
+        if not self.whole:
+            sy, sx = top + sy, left + sx
+        inside = (sy >= 0) & (sy < self.h) & (sx >= 0) & (sx < self.w)
+        allowed = _window(sy[..., None, :] - ty[..., None], sx[..., None, :] - tx[..., None], self.config)
+        allowed &= inside[..., None, :]
+        bias = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(~allowed, -torch.inf)
+        return bias.reshape(-1, *bias.shape[2:])
+
+    def bias(self, row: int) -> torch.Tensor:
+        """0 where a target position of tile row `row` may use a position of its tile's patch, -inf elsewhere:
+        (cols, _TILE ** 2, patch positions); computed on demand for whole maps, whose bias would be (h w)^2."""
+        if self.windowed is None:
+            return self._bias(range(row, row + 1))
+        return self.windowed[row * self.cols:(row + 1) * self.cols]
 
     def bands(self, count: int, channels: int, like: torch.Tensor) -> torch.Tensor:
-        """Room for the column bands of `count` maps: (count, cols, down + rows * _TILE + down, patch_cols, channels)."""
+        """Room for the column bands of `count` maps: (count, cols, down + rows * _TILE + down, patch_cols, channels);
+        for whole maps (count, 1, h, w, channels)."""
+        if self.whole:
+            return like.new_zeros(count, 1, self.h, self.w, channels)
         return like.new_zeros(count, self.cols, self.rows * _TILE + 2 * self.down, self.patch_cols, channels)
 
     def to_bands(self, grid: torch.Tensor, out: torch.Tensor) -> None:
         """Write one map (h, w, C) into `out` (one map's column bands), zero outside the grid."""
+        if self.whole:
+            out[0].copy_(grid)
+            return
         padded = grid.new_zeros(out.shape[1], self.cols * _TILE + 2 * self.across, grid.shape[-1])
         padded[self.down:self.down + self.h, self.across:self.across + self.w] = grid
         row, col, channel = padded.stride()
         out.copy_(padded.as_strided(out.shape, (_TILE * col, row, col, channel)))
 
     def patches(self, bands: torch.Tensor, row: int) -> torch.Tensor:
-        """The patches of tile row `row` in consecutive maps' bands (F, cols, height, patch_cols, C), without
-        copying: (F, cols, patch_rows * patch_cols, C)."""
+        """The patches of tile row `row` in consecutive maps' bands, without copying: (F, cols, patch_rows *
+        patch_cols, C); for whole maps (F, 1, h w, C), the same for every tile."""
+        if self.whole:
+            return bands.reshape(bands.shape[0], 1, self.h * self.w, bands.shape[-1])
         chosen = bands[:, :, row * _TILE:row * _TILE + self.patch_rows]
         return chosen.reshape(bands.shape[0], self.cols, self.patch_rows * self.patch_cols, bands.shape[-1])
 
-    def targets(self, bands: torch.Tensor, row: int) -> torch.Tensor:
-        """The target positions of tile row `row` of one map's bands (cols, height, patch_cols, C): (cols, _TILE ** 2,
-        C)."""
-        top = self.down + row * _TILE
-        inner = bands[:, top:top + _TILE, self.across:self.across + _TILE]
-        return inner.reshape(self.cols, _TILE * _TILE, bands.shape[-1])
+    def targets(self, grid: torch.Tensor, row: int) -> torch.Tensor:
+        """The target positions of tile row `row` of one map (h, w, C), zero past the grid's edges: (cols,
+        _TILE ** 2, C)."""
+        rows = grid[row * _TILE:(row + 1) * _TILE]
+        padded = rows.new_zeros(_TILE, self.cols * _TILE, grid.shape[-1])
+        padded[:len(rows), :self.w] = rows
+        return padded.view(_TILE, self.cols, _TILE, -1).transpose(0, 1).reshape(self.cols, _TILE * _TILE, -1)
 
     def untile(self, tiles: torch.Tensor, row: int) -> torch.Tensor:
         """(cols, _TILE * _TILE, C) of tile row `row` -> its grid rows (at most _TILE, w, C)."""
@@ -252,10 +280,10 @@ def _combine(blocks: list[_Block], config: Config) -> torch.Tensor:
 def _windowed(query: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, row: int, tiles: _Tiles,
               copies: int, config: Config) -> _Block:
     """The block of the targets `query` (cols, _TILE ** 2, D) of tile row `row` against their patches in the bands
-    of F consecutive frames (F, cols, height, patch_cols, D) with their labels' bands."""
+    of F consecutive frames with their labels' bands."""
     affinity = torch.matmul(query, tiles.patches(features, row).transpose(-1, -2))
-    affinity += tiles.bias[row * tiles.cols:(row + 1) * tiles.cols]
-    return _block(affinity, tiles.patches(labels, row), tiles.patch_cols, copies, config)
+    affinity += tiles.bias(row)
+    return _block(affinity, tiles.patches(labels, row), tiles.group, copies, config)
 
 
 def _predict(t: int, feats: torch.Tensor, labels: torch.Tensor, bands: _Bands, tiles: _Tiles, config: Config) -> None:
@@ -268,7 +296,7 @@ def _predict(t: int, feats: torch.Tensor, labels: torch.Tensor, bands: _Bands, t
     runs = _runs(previous, slots, tiles.frames)
     d, c = feats.shape[-1], labels.shape[-1]
     for row in range(tiles.rows):
-        query = tiles.targets(bands.features[t % slots], row)
+        query = tiles.targets(feats[t], row)
         blocks = [_windowed(query, bands.features[run], bands.labels[run], row, tiles, 1, config) for run in runs]
         if first:
             blocks.append(_windowed(query, bands.first_features, bands.first_labels, row, tiles, first, config))

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe
+from machine import describe, sync
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
@@ -87,10 +87,10 @@ def ours(preset: str, feats: torch.Tensor, masks: np.ndarray, device: str) -> tu
     cfg = config(preset)
     first = first_labels(masks[0], int(masks[0].max()), tuple(feats.shape[1:3]), cfg.downsample).to(device)
     feats = feats.to(device)
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     soft = propagate(feats, first, cfg)
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - start
     return seconds, to_masks(soft.cpu(), PATCH, masks.shape[1:], cfg)[1:]
 
@@ -133,17 +133,12 @@ def gemm_rate(device: str, dims: int, repeats: int = 5) -> float:
     b = torch.randn(dims, 6360, device=device)
     best = math.inf
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         a @ b
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 6360 * 6360 * dims / best
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def masks_hash(masks: list[np.ndarray]) -> str:

@@ -12,6 +12,14 @@ import sys
 from pathlib import Path
 
 
+def sync(device: str) -> None:
+    """Wait for the device's queued work, so that a timer read after it counts that work (no-op on the CPU)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def cpu_model() -> str:
     """The CPU's marketing name from /proc/cpuinfo, else what platform knows."""
     info = Path("/proc/cpuinfo")

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, sync
 
 SIZES = {
     "small": dict(train=10_000, test=2_000, dim=256, classes=50, spread=0.5),
@@ -63,13 +64,6 @@ def make_data(train: int, test: int, dim: int, classes: int, spread: float, seed
         return x.astype(np.float32), y
 
     return draw(train), draw(test)
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
 
 
 def _vote_accuracy(sims: np.ndarray, ids: np.ndarray, ytr: np.ndarray, yte: np.ndarray, classes: int) -> float:
@@ -109,11 +103,11 @@ def knn_floor(size: str, device: str) -> dict:
     times = {}
     for name, product in products.items():
         product(queries[:rows])  # warm-up: thread pools, kernels
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for first in range(0, len(queries), rows):
             product(queries[first:first + rows])
-        _sync(device)
+        sync(device)
         times[name] = time.perf_counter() - start
     best = min(times, key=times.get)
     return {"seconds": times[best], "note": f"{best} product ({', '.join(f'{k} {v:.2f} s' for k, v in times.items())})"}
@@ -172,12 +166,12 @@ def linear_floor(size: str, device: str) -> dict:
     weights = torch.zeros(x.shape[1], SIZES[size]["classes"], device=device)
     best = float("inf")
     for _ in range(3):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         probs = torch.softmax(xf @ weights, dim=1)
         probs[torch.arange(len(yf), device=device), yf] -= 1
         loss_grad = xf.T @ probs
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
         del loss_grad
     fits = C_GRID["steps"] + 1
@@ -311,7 +305,6 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    from machine import describe
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=list(SIZES),

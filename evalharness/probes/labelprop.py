@@ -277,12 +277,12 @@ def _combine(blocks: list[_Block], config: Config) -> torch.Tensor:
     return (torch.softmax(top, dim=1).unsqueeze(-1) * chosen).sum(1).reshape(*batch, -1)
 
 
-def _windowed(query: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, row: int, tiles: _Tiles,
-              copies: int, config: Config) -> _Block:
-    """The block of the targets `query` (cols, _TILE ** 2, D) of tile row `row` against their patches in the bands
-    of F consecutive frames with their labels' bands."""
+def _windowed(query: torch.Tensor, bias: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, row: int,
+              tiles: _Tiles, copies: int, config: Config) -> _Block:
+    """The block of the targets `query` (cols, _TILE ** 2, D) of tile row `row` (its window `bias`) against their
+    patches in the bands of F consecutive frames with their labels' bands."""
     affinity = torch.matmul(query, tiles.patches(features, row).transpose(-1, -2))
-    affinity += tiles.bias(row)
+    affinity += bias
     return _block(affinity, tiles.patches(labels, row), tiles.group, copies, config)
 
 
@@ -296,10 +296,11 @@ def _predict(t: int, feats: torch.Tensor, labels: torch.Tensor, bands: _Bands, t
     runs = _runs(previous, slots, tiles.frames)
     d, c = feats.shape[-1], labels.shape[-1]
     for row in range(tiles.rows):
-        query = tiles.targets(feats[t], row)
-        blocks = [_windowed(query, bands.features[run], bands.labels[run], row, tiles, 1, config) for run in runs]
+        query, bias = tiles.targets(feats[t], row), tiles.bias(row)
+        blocks = [_windowed(query, bias, bands.features[run], bands.labels[run], row, tiles, 1, config)
+                  for run in runs]
         if first:
-            blocks.append(_windowed(query, bands.first_features, bands.first_labels, row, tiles, first, config))
+            blocks.append(_windowed(query, bias, bands.first_features, bands.first_labels, row, tiles, first, config))
         if whole:
             affinity = (query.reshape(-1, d) @ feats[0].reshape(-1, d).T).view(1, *query.shape[:2], -1)
             blocks.append(_block(affinity, labels[0].reshape(1, 1, -1, c), tiles.w, whole, config))
